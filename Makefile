@@ -1,0 +1,48 @@
+# The cookbook's commands. Each sets up .venv on first use and re-installs
+# only when requirements.txt or pyproject.toml has changed.
+#   make serve    build the site, serve it on http://127.0.0.1:8000, rebuild on every edit
+#   make test     every page's examples, the package's tests, a strict build of the site
+#   make test BACKENDS="sqlite postgresql mariadb"   the same on each named database
+#   make bench    the figures the issues ask for (build, rebuild, test and recipe costs)
+#   make html     the strict build alone, into _build/html
+#   make inventories   refresh the pinned intersphinx inventories in docs/_inventories
+#   make clean    remove build output (keeps .venv)
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BACKENDS ?= sqlite
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SPHINX_ARGS := -c . docs
+STRICT := -W -n --keep-going -q
+
+.PHONY: serve html test bench inventories clean
+
+serve: $(VENV)/.installed
+	$(PY) -m sphinx_autobuild $(SPHINX_ARGS) _build/html -n --host $(HOST) --port $(PORT) --watch src --watch conf.py
+
+html: $(VENV)/.installed
+	$(PY) -m sphinx $(STRICT) -b html $(SPHINX_ARGS) _build/html
+
+test: $(VENV)/.installed
+	COOKBOOK_BACKENDS="$(BACKENDS)" $(PY) -m pytest
+	$(PY) -m mypy
+	$(PY) -m sphinx $(STRICT) -E -b html $(SPHINX_ARGS) _build/html
+	@cat _build/backends.txt
+
+bench: $(VENV)/.installed
+	$(PY) -m tests.bench
+
+inventories: $(VENV)/.installed
+	$(PY) docs/_inventories/refresh.py
+
+clean:
+	rm -rf _build .pytest_cache .mypy_cache
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "make: $(PYTHON) is older than Python 3.11; run with PYTHON=python3.11 (or newer)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "make: '$(PYTHON) -m venv' failed; on Debian/Ubuntu install it with: sudo apt install python3-venv"; exit 1; }
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -e .
+	@touch $@

@@ -1,0 +1,61 @@
+"""Sphinx configuration for the SQLAlchemy ORM Cookbook.
+
+The pages live in docs/ and are built with ``sphinx-build -c . docs OUTDIR``, so the site's
+root page is docs/index.md and nothing outside docs/ (README, CHANGELOG, .venv) is read as a page.
+Read the Docs runs the same command (see .readthedocs.yaml).
+"""
+
+import os
+from importlib.metadata import version as _package_version
+
+project = "SQLAlchemy ORM Cookbook"
+author = "The SQLAlchemy ORM Cookbook authors"
+copyright = "2026, " + author
+release = _package_version("sqlalchemy-cookbook")
+version = release
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.intersphinx",
+    "sphinx_design",
+    "sphinx_copybutton",
+    "notfound.extension",
+    "sqlalchemy_cookbook._site",
+]
+
+# Warnings are errors (`-W -n`); nothing is ignored.
+nitpicky = True
+exclude_patterns = ["_build", "**/_*", "conftest.py"]
+source_suffix = {".md": "markdown"}
+root_doc = "index"
+
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+# Pinned copies of the inventories keep the build offline and still checked;
+# `make inventories` refreshes them. Links point at the live documentation.
+intersphinx_mapping = {
+    "python": ("https://docs.python.org/3/", "_inventories/python.inv"),
+    "sqlalchemy": ("https://docs.sqlalchemy.org/en/21/", "_inventories/sqlalchemy.inv"),
+}
+intersphinx_disabled_reftypes = ["*"]
+intersphinx_timeout = 5
+
+autodoc_typehints = "description"
+autodoc_member_order = "bysource"
+
+html_theme = "furo"
+html_title = "SQLAlchemy ORM Cookbook"
+html_static_path = ["docs/_static"]
+html_css_files = ["cookbook.css"]
+
+# A copied example is runnable code: doctest prompts and output are left behind.
+copybutton_prompt_text = r">>> |\.\.\. "
+copybutton_prompt_is_regexp = True
+copybutton_only_copy_prompt_lines = True
+
+# The 404 page's links: Read the Docs gives the extension its language/version prefix;
+# everywhere else the site is served from "/".
+if "READTHEDOCS" not in os.environ:
+    notfound_urls_prefix = "/"

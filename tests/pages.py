@@ -1,0 +1,238 @@
+"""How the pages run: Sybil, once per backend, each page in a database of its own.
+
+What the reader sees stays plain SQLite code.  While a page's example runs, the harness
+points every ``create_engine()`` the page makes at the page's own scratch database on the
+backend under test, and runs the example in the page's own temporary directory (so a
+``sqlite:///relative.db`` file lands there and is removed with it).
+
+Blocks inside a backend tab (a sphinx-design ``tab-item`` with ``:sync: postgresql``) run on
+that backend only; elsewhere they are reported as skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+import doctest
+import gc
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import sqlalchemy
+import sqlalchemy.engine
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.orm import close_all_sessions
+from sybil import Document, Example, Region, Sybil
+from sybil.parsers import myst, rest
+
+from tests.backends import NAMES, Backend
+from tests.plugin import BackendPlugin
+
+DOCTEST_FLAGS = doctest.ELLIPSIS
+RUN_KEY = "__cookbook_run__"
+
+_real_create_engine = sqlalchemy.create_engine
+
+
+@dataclass
+class PageRun:
+    """One page on one backend: its scratch database, working directory and engines."""
+
+    backend: Backend
+    stack: ExitStack = field(default_factory=ExitStack)
+    url: URL | None = None
+    cwd: str = ""
+    engines: list[Engine] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.cwd = tempfile.mkdtemp(prefix="cookbook-page-")
+        if self.backend.server_url is not None:
+            self.url = self.stack.enter_context(self.backend.database())
+
+    def finish(self) -> None:
+        close_all_sessions()
+        gc.collect()
+        for engine in self.engines:
+            engine.dispose()
+        try:
+            self.stack.close()
+        finally:
+            shutil.rmtree(self.cwd, ignore_errors=True)
+
+
+_active: PageRun | None = None
+
+
+def create_engine(url: Any, **kwargs: Any) -> Engine:
+    """``sqlalchemy.create_engine`` as the pages see it while the harness runs them."""
+    run = _active
+    if run is None:
+        return _real_create_engine(url, **kwargs)
+    if run.url is not None:
+        url = run.url
+    engine = _real_create_engine(url, **kwargs)
+    run.engines.append(engine)
+    return engine
+
+
+def install_create_engine() -> None:
+    sqlalchemy.create_engine = create_engine  # type: ignore[assignment]
+    sqlalchemy.engine.create_engine = create_engine  # type: ignore[assignment]
+
+
+class Active:
+    """Wraps an example's evaluator: the page's backend and directory are in force while it runs."""
+
+    def __init__(self, inner: Callable[[Example], Any]) -> None:
+        self.inner = inner
+
+    def __call__(self, example: Example) -> Any:
+        global _active
+        run: PageRun = example.namespace[RUN_KEY]
+        before = os.getcwd()
+        _active = run
+        os.chdir(run.cwd)
+        try:
+            return self.inner(example)
+        finally:
+            os.chdir(before)
+            _active = None
+
+
+class OnlyOn:
+    """The evaluator of a block that belongs to another backend's tab."""
+
+    def __init__(self, backend: str, running: str) -> None:
+        self.reason = f"{backend} tab: runs on {backend} only (this run: {running})"
+
+    def __call__(self, example: Example) -> None:
+        # Reported at the page and line of the block, not at this file.
+        raise pytest.skip.Exception(self.reason, _use_item_location=True)
+
+
+# sphinx-design tabs written with colon fences, e.g.
+#   :::{tab-item} PostgreSQL
+#   :sync: postgresql
+_TAB_OPEN = re.compile(r"^(?P<fence>:{3,})\{tab-item\}[^\n]*\n(?P<options>(?:[ \t]*:[\w-]+:[^\n]*\n)*)", re.M)
+_SYNC = re.compile(r":sync:[ \t]*(\S+)")
+_GROUP = re.compile(r":sync-group:[ \t]*(\S+)")
+_TABSET_OPEN = re.compile(r"^(?P<fence>:{3,})\{tab-set\}[^\n]*\n(?P<options>(?:[ \t]*:[\w-]+:[^\n]*\n)*)", re.M)
+
+
+def backend_tabs(text: str, path: str) -> list[tuple[int, int, str]]:
+    """(start, end, backend) for every backend tab-item in a page."""
+    tabs = []
+    group_ranges = []
+    for m in _TABSET_OPEN.finditer(text):
+        group = _GROUP.search(m.group("options"))
+        if group and group.group(1) == "backend":
+            end = _closing(text, m)
+            group_ranges.append((m.start(), end))
+    for m in _TAB_OPEN.finditer(text):
+        sync = _SYNC.search(m.group("options"))
+        in_group = any(s <= m.start() < e for s, e in group_ranges)
+        name = sync.group(1) if sync else None
+        if name in NAMES:
+            tabs.append((m.start(), _closing(text, m), name))
+        elif in_group:
+            line = text.count("\n", 0, m.start()) + 1
+            raise ValueError(
+                f"{path}, line {line}: a tab in a backend tab-set needs ':sync:' set to one of "
+                f"{', '.join(NAMES)}; found {name!r}"
+            )
+    return tabs
+
+
+def _closing(text: str, opening: re.Match[str]) -> int:
+    fence = opening.group("fence")
+    closing = re.compile(rf"^{fence}[ \t]*$", re.M).search(text, opening.end())
+    return closing.end() if closing else len(text)
+
+
+class BackendAware:
+    """Runs a Sybil parser's regions with the page's backend in force; other tabs skip."""
+
+    def __init__(self, parser: Callable[[Document], Iterable[Region]], backend: str) -> None:
+        self.parser = parser
+        self.backend = backend
+
+    def __call__(self, document: Document) -> Iterator[Region]:
+        tabs = backend_tabs(document.text, document.path)
+        for region in self.parser(document):
+            owner = next((name for s, e, name in tabs if s <= region.start < e), None)
+            if owner is not None and owner != self.backend:
+                region.evaluator = OnlyOn(owner, self.backend)
+            else:
+                region.evaluator = Active(region.evaluator)
+            yield region
+
+
+def _setup(backend: Backend) -> Callable[[dict[str, Any]], None]:
+    def setup(namespace: dict[str, Any]) -> None:
+        run = PageRun(backend)
+        run.start()
+        namespace[RUN_KEY] = run
+
+    return setup
+
+
+def _teardown(namespace: dict[str, Any]) -> None:
+    run: PageRun | None = namespace.get(RUN_KEY)
+    namespace.clear()
+    if run is not None:
+        run.finish()
+
+
+def page_parsers(backend: str) -> list[Callable[[Document], Iterable[Region]]]:
+    return [
+        BackendAware(myst.PythonCodeBlockParser(doctest_optionflags=DOCTEST_FLAGS), backend),
+        myst.SkipParser(),
+    ]
+
+
+def docstring_parsers(backend: str) -> list[Callable[[Document], Iterable[Region]]]:
+    return [
+        BackendAware(rest.DocTestParser(optionflags=DOCTEST_FLAGS), backend),
+        BackendAware(rest.PythonCodeBlockParser(), backend),
+        rest.SkipParser(),
+    ]
+
+
+def sybils(plugin: BackendPlugin, path: str, kind: str) -> list[Sybil]:
+    """One Sybil per backend under test, named after it (it shows in each test's id)."""
+    install_create_engine()
+    made = []
+    for backend in plugin.backends:
+        if kind == "pages":
+            made.append(
+                Sybil(
+                    parsers=page_parsers(backend.name),
+                    path=path,
+                    patterns=["*.md"],
+                    excludes=["_*"],
+                    setup=_setup(backend),
+                    teardown=_teardown,
+                    name=backend.name,
+                )
+            )
+        else:
+            from sybil.document import PythonDocStringDocument
+
+            made.append(
+                Sybil(
+                    parsers=docstring_parsers(backend.name),
+                    path=path,
+                    patterns=["*.py"],
+                    excludes=["_*.py", "conftest.py"],
+                    document_types={".py": PythonDocStringDocument},
+                    setup=_setup(backend),
+                    teardown=_teardown,
+                    name=backend.name,
+                )
+            )
+    return made

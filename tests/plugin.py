@@ -1,0 +1,104 @@
+"""The pytest side of the backend harness: choose, check, count and report the backends.
+
+``docs/conftest.py``, ``src/conftest.py`` and ``tests/conftest.py`` each call :func:`register`;
+the first call wins, so a run of any subset of the tree gets the same behaviour.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.backends import Backend, BackendError, selected_names, summary_line, write_record
+
+NAME = "cookbook-backends"
+RECORD = "_build/verified.json"
+SUMMARY = "_build/backends.txt"
+
+
+class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is at the time, so doctest captures the SQL log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
+class BackendPlugin:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        try:
+            names = selected_names()
+            self.backends = [Backend.from_name(n) for n in names]
+            for backend in self.backends:
+                backend.check()
+        except BackendError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        self.failed: set[str] = set()
+        self.ran: set[str] = set()
+        # `echo=True` only adds its own (timestamped) handler when the logger has none:
+        # this plain one makes the emitted SQL checkable doctest output.
+        logger = logging.getLogger("sqlalchemy.engine.Engine")
+        if not any(isinstance(h, StdoutHandler) for h in logger.handlers):
+            logger.addHandler(StdoutHandler())
+
+    @property
+    def names(self) -> list[str]:
+        return [b.name for b in self.backends]
+
+    def backend(self, name: str) -> Backend:
+        return next(b for b in self.backends if b.name == name)
+
+    _id = re.compile(r"sybil:(\w+),|\[(\w+)[\]-]")
+
+    def _backend_of(self, nodeid: str) -> str | None:
+        for match in self._id.finditer(nodeid):
+            name = match.group(1) or match.group(2)
+            if name in self.names:
+                return name
+        return None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        name = self._backend_of(report.nodeid)
+        if name is None:
+            return
+        if report.when == "call" or report.failed:
+            self.ran.add(name)
+        if report.failed:
+            self.failed.add(name)
+
+    def line(self) -> str:
+        ran = [n for n in self.names if n in self.ran]
+        return summary_line(ran, sorted(self.failed, key=self.names.index))
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        ran = [b for b in self.backends if b.name in self.ran]
+        root = self.config.rootpath
+        write_record(root / RECORD, ran, sorted(self.failed))
+        (root / SUMMARY).write_text(self.line() + "\n")
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # After pytest's own closing line, so the run ends on which databases it proved.
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(self.line())
+
+
+def register(config: pytest.Config) -> BackendPlugin:
+    plugin = config.pluginmanager.get_plugin(NAME)
+    if plugin is None:
+        plugin = BackendPlugin(config)
+        config.pluginmanager.register(plugin, NAME)
+    return plugin  # type: ignore[no-any-return]
