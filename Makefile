@@ -32,7 +32,7 @@ test: $(VENV)/.installed
 	@cat _build/backends.txt
 
 bench: $(VENV)/.installed
-	$(PY) -m tests.bench
+	ONLY=$(ONLY) $(PY) -m tests.bench
 
 inventories: $(VENV)/.installed
 	$(PY) docs/_inventories/refresh.py

@@ -193,18 +193,15 @@ def runtime_versions() -> dict[str, str]:
     }
 
 
-def summary_line(ran: list[str], failed: list[str]) -> str:
+def summary_line(selected: list[str], ran: list[str], failed: list[str]) -> str:
     """``backends: sqlite ran; postgresql, mariadb not configured``"""
-    parts = []
-    passed = [n for n in ran if n not in failed]
-    if passed:
-        parts.append(f"{', '.join(passed)} ran")
-    if failed:
-        parts.append(f"{', '.join(failed)} ran with failures")
-    missing = [n for n in NAMES if n not in ran]
-    if missing:
-        parts.append(f"{', '.join(missing)} not configured")
-    return "backends: " + "; ".join(parts)
+    groups = {
+        "ran": [n for n in ran if n not in failed],
+        "ran with failures": list(failed),
+        "selected, but no test of theirs ran": [n for n in selected if n not in ran],
+        "not configured": [n for n in NAMES if n not in selected],
+    }
+    return "backends: " + "; ".join(f"{', '.join(names)} {what}" for what, names in groups.items() if names)
 
 
 def write_record(path: Path, backends: list[Backend], failed: list[str]) -> None:

@@ -70,6 +70,15 @@ class BackendPlugin:
                 return name
         return None
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):  # noqa: ANN201
+        report = yield
+        # Sybil's own `% skip:` raises unittest.SkipTest; report it at the page's line, not pytest's.
+        example = getattr(item, "example", None)
+        if example is not None and report.skipped and isinstance(report.longrepr, tuple):
+            report.longrepr = (str(item.path), example.line, report.longrepr[2])
+        return report
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         name = self._backend_of(report.nodeid)
         if name is None:
@@ -81,7 +90,7 @@ class BackendPlugin:
 
     def line(self) -> str:
         ran = [n for n in self.names if n in self.ran]
-        return summary_line(ran, sorted(self.failed, key=self.names.index))
+        return summary_line(self.names, ran, sorted(self.failed, key=self.names.index))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         ran = [b for b in self.backends if b.name in self.ran]

@@ -1,0 +1,5 @@
+"""Placeholder: the ExpireRelationshipOnFKChange recipe is being written (issue 6)."""
+
+
+class ExpireRelationshipOnFKChange:
+    """Not implemented yet."""

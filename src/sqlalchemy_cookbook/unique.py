@@ -1,0 +1,5 @@
+"""Placeholder: the UniqueObject recipe is being written (issue 6)."""
+
+
+class UniqueObject:
+    """Not implemented yet."""

@@ -1,0 +1,96 @@
+"""Guards on the pages themselves: nothing on a page escapes the test run unnoticed."""
+
+import re
+from pathlib import Path
+
+import pytest
+from sybil import Document
+
+from tests.pages import page_parsers
+
+DOCS = Path(__file__).parent.parent / "docs"
+PAGES = sorted(p for p in DOCS.rglob("*.md") if not any(part.startswith("_") for part in p.parts))
+# Recipe pages answer a question with code: each must yield examples.
+RECIPE_GROUPS = ("transactions", "querying", "relationships")
+RECIPES = [p for p in PAGES if p.relative_to(DOCS).parts[0] in RECIPE_GROUPS]
+
+FENCE = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n`]*)$", re.M)
+PYTHON_LOOKALIKE = re.compile(r"^\{?(code-block\}|code\}|sourcecode\})?\s*(py|py3|pycon|python\d?|ipython\d?|pyodide)$", re.I)
+BARE_SKIP = re.compile(r"^[ \t]*%[ \t]*skip:[ \t]*(next|start)[ \t]*$", re.M)
+
+
+def page_id(path: Path) -> str:
+    return path.relative_to(DOCS).as_posix()
+
+
+def lines_of(text: str, pattern: re.Pattern[str], keep) -> list[str]:  # noqa: ANN001
+    return [
+        f"line {text.count(chr(10), 0, m.start()) + 1}: {m.group(0).strip()}"
+        for m in pattern.finditer(text)
+        if keep(m)
+    ]
+
+
+def python_fences(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every ```python fence, found by a plain scan (nested ones too, as Sybil does)."""
+    fences = list(FENCE.finditer(text))
+    spans = []
+    for i, opening in enumerate(fences):
+        if opening.group("info").strip() != "python":
+            continue
+        closing = next(
+            (
+                m
+                for m in fences[i + 1 :]
+                if m.group("fence")[0] == opening.group("fence")[0]
+                and len(m.group("fence")) >= len(opening.group("fence"))
+                and not m.group("info").strip()
+            ),
+            None,
+        )
+        spans.append((opening.start(), closing.end() if closing else len(text)))
+    return spans
+
+
+def test_there_are_recipe_pages() -> None:
+    """The glob below would pass vacuously if the folders moved."""
+    assert RECIPES, f"no recipe pages under {DOCS}/{{{','.join(RECIPE_GROUPS)}}}"
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=page_id)
+def test_recipe_page_yields_examples(path: Path) -> None:
+    """A recipe page whose blocks stopped being collected would otherwise pass in silence."""
+    document = Document.parse(str(path), *page_parsers("sqlite"))
+    assert len(list(document.examples())) > 0, f"{page_id(path)} yields no examples"
+
+
+@pytest.mark.parametrize("path", PAGES, ids=page_id)
+def test_every_python_fence_is_collected(path: Path) -> None:
+    """Each ```python fence, found by a plain scan, is run by Sybil (at least one example)."""
+    text = path.read_text()
+    starts = [region.start for _, region in Document.parse(str(path), *page_parsers("sqlite")).regions]
+    missed = [
+        f"line {text.count(chr(10), 0, s) + 1}"
+        for s, e in python_fences(text)
+        if not any(s <= r < e for r in starts)
+    ]
+    assert [] == missed, f"{page_id(path)}: python fences Sybil does not run"
+
+
+@pytest.mark.parametrize("path", PAGES, ids=page_id)
+def test_no_python_lookalike_fences(path: Path) -> None:
+    """Sybil runs fences tagged exactly `python`; `py`, `pycon` or `Python` would be skipped silently."""
+    text = path.read_text()
+    odd = lines_of(
+        text,
+        FENCE,
+        lambda m: m.group("info").strip() != "python"
+        and PYTHON_LOOKALIKE.match(m.group("info").strip()) is not None,
+    )
+    assert [] == odd, f"{page_id(path)}: tag these fences `python` (or `text` if not code)"
+
+
+@pytest.mark.parametrize("path", PAGES, ids=page_id)
+def test_skips_carry_a_reason(path: Path) -> None:
+    """A skipped block must say why; the reason shows in the test report."""
+    assert [] == lines_of(path.read_text(), BARE_SKIP, lambda m: True)
