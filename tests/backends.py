@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 NAMES = ("sqlite", "postgresql", "mariadb")
 DEFAULT_URLS = {
     "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-    "mariadb": "mysql+pymysql://root@127.0.0.1:3306/test",
+    "mariadb": "mariadb+pymysql://root@127.0.0.1:3306/test",
 }
 URL_VARIABLES = {
     "postgresql": "COOKBOOK_POSTGRESQL_URL",
