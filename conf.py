@@ -39,7 +39,6 @@ intersphinx_mapping = {
     "python": ("https://docs.python.org/3/", "_inventories/python.inv"),
     "sqlalchemy": ("https://docs.sqlalchemy.org/en/21/", "_inventories/sqlalchemy.inv"),
 }
-intersphinx_disabled_reftypes = ["*"]
 intersphinx_timeout = 5
 
 autodoc_typehints = "description"
