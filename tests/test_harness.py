@@ -1,0 +1,96 @@
+"""The harness's own promises: clear errors for bad input, and no expected output left unchecked."""
+
+import unittest
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+from sybil import Document
+from sybil.example import SybilFailure
+
+from tests.backends import Backend, BackendError, selected_names, summary_line
+from tests.pages import OnlyOn, _setup, _teardown, page_parsers
+
+EXEMPLAR = Path(__file__).parent.parent / "docs" / "transactions" / "delete-reinsert.md"
+
+
+def test_default_backend_is_sqlite() -> None:
+    """With nothing configured, the pages run on SQLite and need no server."""
+    assert ["sqlite"] == selected_names("")
+
+
+def test_backends_are_read_in_order_without_repeats() -> None:
+    """`make test BACKENDS="sqlite postgresql"` and a comma list mean the same."""
+    assert ["sqlite", "postgresql"] == selected_names("sqlite, postgresql sqlite")
+
+
+def test_unknown_backend_lists_the_valid_ones() -> None:
+    """A typo is an error that says what would have been accepted."""
+    with pytest.raises(BackendError) as info:
+        selected_names("sqlite postgres")
+    assert "unknown backend 'postgres' in COOKBOOK_BACKENDS; valid backends are: sqlite, postgresql, mariadb" == str(info.value)
+
+
+def test_unreachable_backend_names_backend_and_url() -> None:
+    """A named server that is down stops the run with its name and URL, never a silent skip."""
+    backend = Backend("postgresql", make_url("postgresql+psycopg://postgres@127.0.0.1:1/test"))
+    with pytest.raises(BackendError) as info:
+        backend.check()
+    first_line = str(info.value).splitlines()[0]
+    assert first_line.startswith("backend postgresql is unreachable at postgresql+psycopg://postgres@127.0.0.1:1/test: ")
+
+
+def test_summary_line_names_what_ran_and_what_did_not() -> None:
+    """The run's last line says which databases it proved."""
+    assert "backends: sqlite ran; postgresql, mariadb not configured" == summary_line(["sqlite"], ["sqlite"], [])
+    assert "backends: sqlite ran; mariadb ran with failures; postgresql not configured" == summary_line(
+        ["sqlite", "mariadb"], ["sqlite", "mariadb"], ["mariadb"]
+    )
+
+
+def _outputs(path: Path) -> list[tuple[int, str]]:
+    """(line, expected output) of every doctest example that runs on SQLite."""
+    document = Document.parse(str(path), *page_parsers("sqlite"))
+    return [
+        (example.line, example.parsed.want)
+        for example in document.examples()
+        if getattr(example.parsed, "want", "") and not isinstance(example.region.evaluator, OnlyOn)
+    ]
+
+
+OUTPUTS = _outputs(EXEMPLAR)
+
+
+def test_the_exemplar_has_outputs_to_check() -> None:
+    """The mutation test below would pass vacuously on a page without outputs."""
+    assert len(OUTPUTS) >= 10
+
+
+@pytest.mark.parametrize(("line", "want"), OUTPUTS, ids=[f"line-{line}" for line, _ in OUTPUTS])
+def test_changed_output_fails_naming_page_and_line(tmp_path: Path, line: int, want: str) -> None:
+    """Changing any expected output on the exemplar page makes its test fail at that page and line."""
+    lines = EXEMPLAR.read_text().splitlines(keepends=True)
+    # The expected output starts on the first line at or after the example whose text begins it.
+    first = want.splitlines()[0]
+    at = next(i for i in range(line - 1, len(lines)) if lines[i].rstrip("\n") == first)
+    lines[at] = "CHANGED " + lines[at]
+    page = tmp_path / EXEMPLAR.name
+    page.write_text("".join(lines))
+
+    document = Document.parse(str(page), *page_parsers("sqlite"))
+    backend = Backend("sqlite")
+    _setup(backend)(document.namespace)
+    failures = []
+    try:
+        for example in document.examples():
+            try:
+                example.evaluate()
+            except SybilFailure as failure:
+                failures.append(str(failure))
+                break
+            except (pytest.skip.Exception, unittest.SkipTest):
+                continue  # another backend's tab, or a `% skip:` block
+    finally:
+        _teardown(document.namespace)
+    assert 1 == len(failures)
+    assert failures[0].startswith(f"Example at {page}, line {line}, column 1 did not evaluate as expected")
