@@ -22,6 +22,7 @@ extensions = [
     "sphinx_copybutton",
     "notfound.extension",
     "sqlalchemy_cookbook._site",
+    "sqlalchemy_cookbook._recipe_script",
 ]
 
 # Warnings are errors (`-W -n`); nothing is ignored.
@@ -48,6 +49,8 @@ html_theme = "furo"
 html_title = "SQLAlchemy ORM Cookbook"
 html_static_path = ["docs/_static"]
 html_css_files = ["cookbook.css"]
+# Declared, so browsers do not ask the server for a /favicon.ico it does not have.
+html_favicon = "docs/_static/favicon.svg"
 
 # A copied example is runnable code: doctest prompts and output are left behind.
 copybutton_prompt_text = r">>> |\.\.\. "

@@ -1,0 +1,554 @@
+"""Sphinx extension: "Download this recipe", each recipe page's verified examples as one script.
+
+At build time every recipe page (a page under one of ``recipe_script_folders``) is read with
+Sybil's own MyST parsers, the ones the test harness (``tests/pages.py``) runs the page with, so
+the script holds exactly the examples the tests run on SQLite, in page order:
+
+- doctest prompts are dropped and the output the page shows is kept, as ``#>`` comments;
+  an expression the ``>>>`` prompt would echo is passed to a small ``show()`` helper, so the
+  script prints what the page shows;
+- an example the page shows raising is wrapped in ``try``/``except`` for that exception,
+  whose traceback is printed before the script goes on;
+- blocks in another backend's tab (PostgreSQL, MariaDB) are left out, with a note;
+  blocks a ``% skip:`` line skips are commented out, with the reason;
+- hidden ``% invisible-code-block`` checks are kept (they only assert).
+
+Each page gets a link under its short answer; the scripts are written to ``_recipes/`` in the
+output, with a JSON list of the page's examples beside each (what a later in-browser runner
+can execute and check).  :func:`page_examples` is the same list, for the tests.
+"""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, cast
+
+import sqlalchemy
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
+from sphinx.util import logging
+from sphinx.util.osutil import relative_uri
+from sphinx.writers.html5 import HTML5Translator
+from sybil import Document
+from sybil.parsers import myst
+
+logger = logging.getLogger(__name__)
+
+#: Where the scripts go in the HTML output.
+OUTPUT_FOLDER = "_recipes"
+#: The backend the scripts run on; the other tabs are left out.
+SCRIPT_BACKEND = "sqlite"
+#: The doctest option flags the harness runs the pages with.
+DOCTEST_FLAGS = doctest.ELLIPSIS
+
+ENV_KEY = "cookbook_recipe_scripts"
+
+
+# --- The examples of a page, as the tests see them ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example of a page, in page order: what the harness runs and what it checks.
+
+    A fenced block that does not start with ``>>>`` is one ``code`` example; a doctest block
+    gives one ``doctest`` example per ``>>>`` prompt.
+    """
+
+    #: 1-based line of the example in the page's source.
+    line: int
+    #: ``"code"`` (run, output not checked) or ``"doctest"`` (output checked).
+    kind: str
+    #: The code, without prompts.
+    source: str
+    #: For a doctest, the output the page shows (doctest's ``want``).
+    want: str
+    #: For a doctest that shows an exception, its last line(s) (doctest's ``exc_msg``).
+    exc_msg: str | None
+    #: Index of the block (fence or hidden block) the example belongs to, in page order.
+    block: int
+    #: False for a hidden ``% invisible-code-block``.
+    visible: bool
+    #: The backend whose tab holds the example, or None outside backend tabs.
+    backend: str | None
+    #: Why the tests skip the example (a ``% skip:`` line or ``# doctest: +SKIP``), or None.
+    skip: str | None
+
+    def runs_on(self, backend: str) -> bool:
+        """Whether the harness runs this example when it runs the page on ``backend``."""
+        return self.skip is None and self.backend in (None, backend)
+
+
+_TAB_OPEN = re.compile(r"^(?P<fence>:{3,})\{tab-item\}[^\n]*\n(?P<options>(?:[ \t]*:[\w-]+:[^\n]*\n)*)", re.M)
+_TABSET_OPEN = re.compile(r"^(?P<fence>:{3,})\{tab-set\}[^\n]*\n(?P<options>(?:[ \t]*:[\w-]+:[^\n]*\n)*)", re.M)
+_SYNC = re.compile(r":sync:[ \t]*(\S+)")
+_GROUP = re.compile(r":sync-group:[ \t]*(\S+)")
+BACKENDS = ("sqlite", "postgresql", "mariadb")
+
+
+def backend_tabs(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, backend) of every backend tab on a page: the harness's rule.
+
+    A sphinx-design ``tab-item`` counts when its ``:sync:`` names a backend; any other tab of a
+    ``:sync-group: backend`` tab-set is an error (the harness refuses it too).
+    """
+
+    def closing(opening: re.Match[str]) -> int:
+        fence = opening.group("fence")
+        found = re.compile(rf"^{fence}[ \t]*$", re.M).search(text, opening.end())
+        return found.end() if found else len(text)
+
+    groups = []
+    for m in _TABSET_OPEN.finditer(text):
+        group = _GROUP.search(m.group("options"))
+        if group and group.group(1) == "backend":
+            groups.append((m.start(), closing(m)))
+    tabs = []
+    for m in _TAB_OPEN.finditer(text):
+        sync = _SYNC.search(m.group("options"))
+        name = sync.group(1) if sync else None
+        if name in BACKENDS:
+            tabs.append((m.start(), closing(m), cast(str, name)))
+        elif any(s <= m.start() < e for s, e in groups):
+            line = text.count("\n", 0, m.start()) + 1
+            raise ValueError(f"line {line}: a tab in a backend tab-set needs ':sync:' set to one of {', '.join(BACKENDS)}")
+    return tabs
+
+
+def _skip_reason(raw: str | None) -> str:
+    """The text of a ``% skip:`` reason (a Python expression, usually a string literal)."""
+    if not raw:
+        return "skipped"
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        return raw.strip()
+    return str(value)
+
+
+def page_examples(path: str | Path, text: str | None = None) -> list[Example]:
+    """Every example on a page, in order, found with the Sybil parsers the harness uses."""
+    path = str(path)
+    if text is None:
+        text = Path(path).read_text(encoding="utf-8")
+    document = Document(text, path)
+    python = myst.PythonCodeBlockParser(doctest_optionflags=DOCTEST_FLAGS)
+    tabs = backend_tabs(text)
+
+    def line_of(position: int) -> int:
+        return text.count("\n", 0, position) + 1
+
+    def owner(position: int) -> str | None:
+        return next((name for s, e, name in tabs if s <= position < e), None)
+
+    found: list[tuple[int, Example | tuple[str, str | None]]] = []
+    blocks = sorted(python.codeblock_parser(document), key=lambda r: r.start)
+    for index, block in enumerate(blocks):
+        lexeme = block.parsed  # a sybil Lexeme: the block's source, knowing where it starts
+        source = str(lexeme)
+        # A fenced block is shown; a `% invisible-code-block` (a comment) is not.
+        visible = text[block.start :].lstrip()[:1] in ("`", "~")
+        backend = owner(block.start)
+        if not source.startswith(">>>"):
+            example = Example(line_of(block.start), "code", source, "", None, index, visible, backend, None)
+            found.append((block.start, example))
+            continue
+        for region in python.doctest_parser(source, path):
+            region.adjust(block, lexeme)
+            parsed: doctest.Example = region.parsed
+            skip = "doctest: +SKIP" if parsed.options.get(doctest.SKIP) else None
+            example = Example(
+                line_of(region.start), "doctest", parsed.source, parsed.want, parsed.exc_msg, index, visible, backend, skip
+            )
+            found.append((region.start, example))
+    for region in myst.SkipParser()(document):
+        found.append((region.start, cast(tuple[str, str | None], region.parsed)))
+    found.sort(key=lambda item: item[0])
+
+    # As Sybil's skipper: `next` skips the one example that follows (one `>>>` prompt, not a
+    # whole block); `start` ... `end` everything between.  A conditional skip (`next if(...)`)
+    # is taken as a skip: the script cannot know the condition.
+    examples: list[Example] = []
+    skip_next: str | None = None
+    skip_all: str | None = None
+    for _, item in found:
+        if isinstance(item, tuple):
+            action, reason = item
+            if action == "next":
+                skip_next = _skip_reason(reason)
+            elif action == "start":
+                skip_all = _skip_reason(reason)
+            else:
+                skip_all = None
+            continue
+        reason = skip_next or skip_all or item.skip
+        skip_next = None
+        examples.append(replace(item, skip=reason))
+    return examples
+
+
+# --- Writing the script -----------------------------------------------------------------------
+
+#: Calls the ``>>>`` prompt echoes nothing for: not worth a ``show()`` in the script.
+RETURNS_NONE = frozenset(
+    """add add_all append clear close commit create_all delete dispose drop_all expire
+    expire_all expunge expunge_all extend flush insert invalidate print refresh remove
+    rollback setattr sort update""".split()
+)
+_DOCTEST_DIRECTIVE = re.compile(r"[ \t]*#[ \t]*doctest:[^\n]*$", re.M)
+
+
+def _offset(lines: Sequence[bytes], line: int, col: int) -> int:
+    """The character offset in the decoded text of (1-based line, UTF-8 byte column)."""
+    before = b"".join(lines[: line - 1]) + lines[line - 1][:col]
+    return len(before.decode("utf-8"))
+
+
+def _echoed(node: ast.expr) -> bool:
+    """Whether the prompt shows this expression statement's value (a guess for calls)."""
+    if isinstance(node, ast.Call):
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        return name not in RETURNS_NONE
+    return True
+
+
+def _show_expressions(source: str, helper: str) -> str:
+    """Wrap each expression statement the interactive prompt would echo in ``helper(...)``.
+
+    As in the REPL, that is every expression statement outside function and class bodies.
+    """
+    tree = ast.parse(source)
+    found: list[ast.Expr] = []
+
+    def visit(body: Iterable[ast.AST]) -> None:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            if isinstance(node, ast.Expr) and _echoed(node.value):
+                found.append(node)
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.stmt):
+                    visit([child])
+                elif isinstance(child, (ast.ExceptHandler, ast.match_case)):
+                    visit(child.body)
+
+    visit(tree.body)
+    lines = source.encode("utf-8").splitlines(keepends=True)
+    for node in sorted(found, key=lambda n: (n.lineno, n.col_offset), reverse=True):
+        value = node.value
+        assert value.end_lineno is not None and value.end_col_offset is not None
+        start = _offset(lines, value.lineno, value.col_offset)
+        end = _offset(lines, value.end_lineno, value.end_col_offset)
+        inner = source[start:end]
+        if isinstance(value, ast.Tuple) and not (inner.startswith("(") and inner.endswith(")")):
+            inner = f"({inner})"  # `a, b` echoes as one tuple
+        source = f"{source[:start]}{helper}({inner}){source[end:]}"
+    return source
+
+
+def _exception_name(exc_msg: str) -> str | None:
+    """The dotted class name an expected exception starts with, if it is one the script can name."""
+    match = re.match(r"([A-Za-z_][\w.]*)(?::|$)", exc_msg.strip())
+    return match.group(1) if match else None
+
+
+def _comment(text: str, prefix: str = "# ") -> list[str]:
+    return [(prefix + line).rstrip() for line in text.rstrip("\n").split("\n")]
+
+
+def _defines(source: str) -> bool:
+    """Whether a block starts or ends with a top-level class or function definition."""
+    lines = [line for line in source.split("\n") if line.strip()]
+    tops = [line for line in lines if not line[:1].isspace()]
+    return bool(tops) and (tops[0].startswith(("class ", "def ", "@", "async def ")) or tops[-1].startswith(("class ", "def ", "async def ")))
+
+
+def _identifiers(examples: Iterable[Example]) -> set[str]:
+    names = set()
+    for example in examples:
+        names.update(re.findall(r"[A-Za-z_]\w*", example.source))
+    return names
+
+
+def render_script(
+    examples: Sequence[Example],
+    *,
+    title: str,
+    where: str,
+    sections: dict[int, str] | None = None,
+) -> str:
+    """The script of a page: its SQLite examples in order, output as ``#>`` comments.
+
+    ``sections`` maps a block's first line to the heading it sits under, shown as a comment.
+    """
+    sections = sections or {}
+    taken = _identifiers(examples)
+    helper = next(name for name in ("show", "show_value", "show_result_") if name not in taken)
+
+    body: list[str] = []
+    imports: set[str] = set()
+    uses_helper = False
+    left_out: list[str] = []
+    section: str | None = title  # blocks under the page's title need no heading
+    previous_block = -1
+    previous_source = ""
+
+    def flush_left_out() -> None:
+        if left_out:
+            tabs = list(dict.fromkeys(left_out))
+            which = f"{tabs[0]} tab is" if len(tabs) == 1 else f"{', '.join(tabs[:-1])} and {tabs[-1]} tabs are"
+            body.extend(["", f"# (The page's {which} left out here: this script runs on SQLite.)"])
+            left_out.clear()
+
+    for example in examples:
+        if example.backend not in (None, SCRIPT_BACKEND):
+            left_out.append({"postgresql": "PostgreSQL", "mariadb": "MariaDB"}.get(example.backend or "", example.backend or ""))
+            continue
+        flush_left_out()
+        heading = sections.get(example.line) if example.visible else None
+        if heading and heading != section:
+            section = heading
+            body.extend(["", "", f"# {'-' * 4} {heading} {'-' * max(4, 80 - len(heading) - 8)}"])
+        new_block = example.block != previous_block
+        previous_block = example.block
+        source = _DOCTEST_DIRECTIVE.sub("", example.source).strip("\n")
+        if new_block:
+            # Two blank lines around top-level definitions, as in any module.
+            body.extend(["", ""] if _defines(source) or _defines(previous_source) else [""])
+            previous_source = source
+            if not example.visible:
+                body.append("# A check the page runs without showing it:")
+        elif "\n" in source or (body and body[-1].startswith(("#>", "    "))):
+            body.append("")
+        if example.skip is not None:
+            body.append(f"# The tests skip this example ({example.skip}):")
+            body.extend(_comment(source))
+            continue
+        if example.kind == "code":
+            body.append(source)
+            continue
+        if example.exc_msg is not None:
+            name = _exception_name(example.exc_msg) or "Exception"
+            if "." in name:
+                imports.add(name.rpartition(".")[0])
+            body.append("try:")
+            body.extend(f"    {line}" if line else "" for line in source.split("\n"))
+            body.append(f"except {name}:")
+            body.append("    traceback.print_exc()  # the error the page shows; the script goes on")
+            imports.add("traceback")
+        elif example.want:
+            shown = _show_expressions(source, helper)
+            uses_helper = uses_helper or shown != source
+            body.append(shown)
+        else:
+            body.append(source)
+        if example.want:
+            body.extend(_comment(example.want.replace("<BLANKLINE>", ""), "#> "))
+    flush_left_out()
+
+    head = [
+        f"# {title}",
+        "#",
+        f"# Every example of {where}, in page order, as one script.",
+        f"# The cookbook's tests run them on SQLite with SQLAlchemy {sqlalchemy.__version__}.",
+        "# Lines starting with `#>` are the output the page shows;",
+        "# here, SQL logged by echo=True has a timestamp in front.",
+    ]
+    if imports:
+        head.append("")
+        head.extend(f"import {module}" for module in sorted(imports, key=lambda m: (m != "traceback", m)))
+    if uses_helper:
+        head.extend(
+            [
+                "",
+                "",
+                f"def {helper}(value: object) -> None:",
+                "    \"\"\"Print a value as Python's interactive prompt does: its repr, and nothing for None.\"\"\"",
+                "    if value is not None:",
+                "        print(repr(value))",
+                "",
+            ]
+        )
+    script = "\n".join(head + body).rstrip("\n") + "\n"
+    return re.sub(r"\n{4,}", "\n\n\n", script)
+
+
+# --- Checking what a script printed --------------------------------------------------------
+
+#: What ``echo=True`` puts before each logged message outside the harness.
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO sqlalchemy\.engine\.Engine ", re.M)
+_TRAILING_SPACE = re.compile(r"[ \t]+$", re.M)
+
+
+def _want_pattern(want: str) -> re.Pattern[str]:
+    want = _TRAILING_SPACE.sub("", re.sub(r"(?m)^<BLANKLINE>$", "", want))
+    return re.compile(".*?".join(re.escape(piece) for piece in want.split("...")), re.S)
+
+
+def output_problem(examples: Sequence[Example], output: str, backend: str = SCRIPT_BACKEND) -> str | None:
+    """None if ``output`` (a run of the page's script) shows what the page shows; else what differs.
+
+    Compared as Sybil compares each doctest (``...`` matches anything, trailing whitespace and
+    the log's timestamps do not count), one expected output after another, in page order.
+    Whatever a plain code block prints, or an example prints before the exception it shows,
+    is not checked, as the tests do not check it either.
+    """
+    got = _TRAILING_SPACE.sub("", _LOG_PREFIX.sub("", output))
+    position = 0
+    unchecked = False  # may output the page does not show come before the next expected output?
+    for example in examples:
+        if not example.runs_on(backend):
+            continue
+        if example.kind == "code" or example.exc_msg is not None:
+            unchecked = True
+        if not example.want:
+            continue
+        pattern = _want_pattern(example.want)
+        found = pattern.search(got, position) if unchecked else pattern.match(got, position)
+        if found is None:
+            return (
+                f"line {example.line}: the page shows\n{example.want}\n"
+                f"but the script printed, from there on:\n{got[position:position + 1500]}"
+            )
+        position = found.end()
+        unchecked = example.want.rstrip().endswith("...")
+    if got[position:].strip() and not unchecked:
+        return f"the script printed more than the page shows, after its last output:\n{got[position:position + 1500]}"
+    return None
+
+
+# --- The Sphinx side --------------------------------------------------------------------------
+
+
+class recipe_download(nodes.General, nodes.Element):  # noqa: N801 (docutils node naming)
+    """Where the "Download this recipe" line goes; rendered by HTML builders only."""
+
+
+def visit_recipe_download_html(self: HTML5Translator, node: recipe_download) -> None:
+    page = self.builder.get_target_uri(self.builder.current_docname)
+    uri = relative_uri(page, node["target"])
+    name = node["target"].rpartition("/")[2]
+    self.body.append(
+        f'<p class="recipe-download"><a class="reference download" href="{self.attval(uri)}" '
+        f'download="{self.attval(name)}">Download this recipe</a> as a Python script '
+        f"(<code>{self.encode(name)}</code>): every example on this page, in order, ready to run on SQLite.</p>\n"
+    )
+    raise nodes.SkipNode
+
+
+def skip_node(self: Any, node: nodes.Element) -> None:
+    raise nodes.SkipNode
+
+
+def _store(env: BuildEnvironment) -> dict[str, dict[str, str]]:
+    store = getattr(env, ENV_KEY, None)
+    if store is None:
+        store = {}
+        setattr(env, ENV_KEY, store)
+    return cast(dict[str, dict[str, str]], store)
+
+
+def is_recipe(app: Sphinx, docname: str) -> bool:
+    folders: list[str] = app.config.recipe_script_folders
+    return docname.split("/")[0] in folders
+
+
+def _sections(doctree: nodes.document) -> dict[int, str]:
+    """Each literal block's first line, mapped to the title of the section it is in."""
+    found = {}
+    for block in doctree.findall(nodes.literal_block):
+        parent = block.parent
+        while parent is not None and not isinstance(parent, nodes.section):
+            parent = parent.parent
+        if parent is not None and block.line is not None and parent.children:
+            found[block.line] = parent[0].astext()
+    return found
+
+
+def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
+    env = app.env
+    docname = env.docname
+    if not is_recipe(app, docname):
+        return
+    path = env.doc2path(docname)
+    try:
+        examples = page_examples(path)
+    except ValueError as exc:
+        logger.warning("recipe script: %s", exc, location=docname, type="recipe_script")
+        return
+    if not examples:
+        return
+    section = doctree.next_node(nodes.section)
+    title = section[0].astext() if section is not None and section.children else docname
+    baseurl: str = app.config.html_baseurl
+    page = f"{baseurl.rstrip('/')}/{app.builder.get_target_uri(docname)}" if baseurl else docname
+    where = f"the SQLAlchemy ORM Cookbook page {page}"
+    script = render_script(examples, title=title, where=where, sections=_sections(doctree))
+    try:
+        compile(script, f"{docname}.py", "exec")
+    except SyntaxError as exc:
+        logger.warning(
+            "recipe script: the script assembled from this page does not compile: %s (script line %s)",
+            exc.msg, exc.lineno, location=docname, type="recipe_script",
+        )
+        return
+    target = f"{OUTPUT_FOLDER}/{docname}.py"
+    _store(env)[docname] = {
+        "script": script,
+        "examples": json.dumps({"page": docname, "title": title, "examples": [asdict(e) for e in examples]}, indent=1),
+    }
+    # Under the short answer: the title's section, then its first paragraph.
+    if section is not None:
+        paragraph = next((child for child in section.children if isinstance(child, nodes.paragraph)), None)
+        link = recipe_download(target=target)
+        if paragraph is not None:
+            paragraph.parent.insert(paragraph.parent.index(paragraph) + 1, link)
+        else:
+            section.insert(1, link)
+
+
+def on_env_purge_doc(app: Sphinx, env: BuildEnvironment, docname: str) -> None:
+    _store(env).pop(docname, None)
+
+
+def on_env_merge_info(app: Sphinx, env: BuildEnvironment, docnames: Iterable[str], other: BuildEnvironment) -> None:
+    theirs = _store(other)
+    _store(env).update({name: theirs[name] for name in docnames if name in theirs})
+
+
+def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    root = Path(app.outdir) / OUTPUT_FOLDER
+    for docname, made in _store(app.env).items():
+        if docname not in app.env.all_docs:
+            continue
+        path = root / f"{docname}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(made["script"], encoding="utf-8")
+        path.with_suffix(".json").write_text(made["examples"], encoding="utf-8")
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_config_value("recipe_script_folders", ["transactions", "querying", "relationships"], "env", [list])
+    app.add_node(
+        recipe_download,
+        html=(visit_recipe_download_html, None),
+        latex=(skip_node, None),
+        text=(skip_node, None),
+        man=(skip_node, None),
+        texinfo=(skip_node, None),
+    )
+    app.connect("doctree-read", on_doctree_read)
+    app.connect("env-purge-doc", on_env_purge_doc)
+    app.connect("env-merge-info", on_env_merge_info)
+    app.connect("build-finished", on_build_finished)
+    return {"version": "1", "env_version": 1, "parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,236 @@
+"""The "Download this recipe" scripts: each holds what the tests run, and runs as the page says."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sybil import Document
+
+from sqlalchemy_cookbook._recipe_script import Example, output_problem, page_examples, render_script
+from tests.pages import OnlyOn, page_parsers
+
+DOCS = Path(__file__).parent.parent / "docs"
+RECIPE_GROUPS = ("transactions", "querying", "relationships")
+RECIPES = sorted(p for group in RECIPE_GROUPS for p in (DOCS / group).rglob("*.md") if not p.name.startswith("_"))
+
+
+def page_id(path: Path) -> str:
+    return path.relative_to(DOCS).as_posix()
+
+
+def script_of(path: Path) -> tuple[list[Example], str]:
+    examples = page_examples(path)
+    return examples, render_script(examples, title="t", where=page_id(path))
+
+
+def run_script(script: str) -> subprocess.CompletedProcess[str]:
+    """Run a script as a reader would: a fresh interpreter, in an empty directory of its own."""
+    with tempfile.TemporaryDirectory(prefix="cookbook-script-") as folder:
+        path = Path(folder) / "recipe.py"
+        path.write_text(script)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "COOKBOOK_"))}
+        return subprocess.run(
+            [sys.executable, "-u", str(path)],
+            cwd=folder,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # tracebacks, in order with what was printed
+            text=True,
+            timeout=120,
+        )
+
+
+@pytest.fixture(scope="module")
+def runs() -> Iterator[dict[Path, subprocess.CompletedProcess[str]]]:
+    """Every recipe page's script, run once, several at a time."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        done = dict(zip(RECIPES, pool.map(lambda p: run_script(script_of(p)[1]), RECIPES)))
+    yield done
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=page_id)
+def test_script_runs_as_the_page_says(path: Path, runs: dict[Path, subprocess.CompletedProcess[str]]) -> None:
+    """The downloaded script exits 0 on SQLite and prints, in order, the output the page shows."""
+    examples, _ = script_of(path)
+    run = runs[path]
+    assert 0 == run.returncode, f"{page_id(path)}: the script failed:\n{run.stdout[-3000:]}"
+    problem = output_problem(examples, run.stdout)
+    assert problem is None, f"{page_id(path)}, {problem}"
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=page_id)
+def test_script_holds_what_the_harness_runs(path: Path) -> None:
+    """The script's examples are the harness's: same blocks, same lines, same tabs left out."""
+    document = Document.parse(str(path), *page_parsers("sqlite"))
+    harness = [(region.start, region.evaluator) for _, region in document.regions]
+    text = document.text
+    runnable = sorted(text.count("\n", 0, start) + 1 for start, ev in harness if not _is_skip_directive(ev))
+    other_tabs = sorted(text.count("\n", 0, start) + 1 for start, ev in harness if isinstance(ev, OnlyOn))
+    examples = page_examples(path)
+    assert runnable == [e.line for e in examples]
+    assert other_tabs == [e.line for e in examples if e.backend not in (None, "sqlite")]
+
+
+def _is_skip_directive(evaluator: object) -> bool:
+    return type(evaluator).__name__ == "Skipper"
+
+
+def test_there_are_recipe_pages() -> None:
+    assert RECIPES, f"no recipe pages under {DOCS}"
+
+
+# --- How a page becomes a script, on a page made up for the purpose --------------------------
+
+PAGE = '''\
+(recipe-made-up)=
+# Does the made-up page work?
+
+Yes.
+
+## The model
+
+```python
+>>> from sqlalchemy import create_engine, text
+>>> engine = create_engine("sqlite://")
+>>> with engine.connect() as connection:
+...     connection.scalar(text("select 1")), "one"
+...
+(1, 'one')
+>>> print("printed")
+printed
+>>> len([1, 2])
+2
+```
+
+% invisible-code-block: python
+%
+% assert engine.dialect.name == "sqlite"
+
+::::{tab-set}
+:sync-group: backend
+
+:::{tab-item} SQLite
+:sync: sqlite
+
+```python
+>>> engine.dialect.name
+'sqlite'
+```
+:::
+
+:::{tab-item} PostgreSQL
+:sync: postgresql
+
+```python
+>>> engine.dialect.name
+'postgresql'
+```
+:::
+::::
+
+## Errors
+
+```python
+>>> int("x")
+Traceback (most recent call last):
+...
+ValueError: invalid literal for int() with base 10: 'x'
+>>> import sqlalchemy.exc
+>>> raise sqlalchemy.exc.NoResultFound("none")
+Traceback (most recent call last):
+...
+sqlalchemy.exc.NoResultFound: none
+```
+
+% skip: next "would wait forever"
+
+```python
+input()
+```
+
+```python
+def show():
+    return "the page's own show()"
+```
+'''
+
+
+@pytest.fixture(scope="module")
+def made_up() -> tuple[list[Example], str]:
+    examples = page_examples("made-up.md", text=PAGE)
+    return examples, render_script(examples, title="Does the made-up page work?", where="made-up")
+
+
+def test_examples_of_a_page(made_up: tuple[list[Example], str]) -> None:
+    """Each `>>>` prompt is one example; hidden, tabbed and skipped ones are marked as such."""
+    examples, _ = made_up
+    assert [
+        (9, "doctest", True, None, None),
+        (10, "doctest", True, None, None),
+        (11, "doctest", True, None, None),
+        (15, "doctest", True, None, None),
+        (17, "doctest", True, None, None),
+        (21, "code", False, None, None),
+        (32, "doctest", True, "sqlite", None),
+        (41, "doctest", True, "postgresql", None),
+        (50, "doctest", True, None, None),
+        (54, "doctest", True, None, None),
+        (55, "doctest", True, None, None),
+        (63, "code", True, None, "would wait forever"),
+        (67, "code", True, None, None),
+    ] == [(e.line, e.kind, e.visible, e.backend, e.skip) for e in examples]
+
+
+def test_prompts_go_and_output_stays_as_comments(made_up: tuple[list[Example], str]) -> None:
+    _, script = made_up
+    assert ">>>" not in script and "\n... " not in script
+    assert "#> (1, 'one')\n" in script
+    assert "#> ValueError: invalid literal for int() with base 10: 'x'\n" in script
+
+
+def test_echoed_values_are_shown(made_up: tuple[list[Example], str]) -> None:
+    """What the prompt echoes is printed by a helper; a bare tuple stays one value; print() is left alone."""
+    _, script = made_up
+    assert "    show_value((connection.scalar(text(\"select 1\")), \"one\"))\n" in script
+    assert "show_value(len([1, 2]))\n" in script
+    assert '\nprint("printed")\n' in script
+    # The page defines its own show(), so the helper takes another name.
+    assert "def show_value(value: object) -> None:" in script
+
+
+def test_expected_errors_are_caught_and_printed(made_up: tuple[list[Example], str]) -> None:
+    _, script = made_up
+    assert 'try:\n    int("x")\nexcept ValueError:\n    traceback.print_exc()' in script
+    assert "except sqlalchemy.exc.NoResultFound:\n" in script
+    assert "\nimport traceback\nimport sqlalchemy.exc\n" in script
+
+
+def test_other_backends_are_left_out_and_skips_commented(made_up: tuple[list[Example], str]) -> None:
+    _, script = made_up
+    assert "'postgresql'" not in script
+    assert "# (The page's PostgreSQL tab is left out here: this script runs on SQLite.)" in script
+    assert '# The tests skip this example (would wait forever):\n# input()\n' in script
+    assert "# A check the page runs without showing it:\nassert engine.dialect.name == \"sqlite\"\n" in script
+    assert "# ---- Errors ----" not in script  # no doctree here, so no section headings
+
+
+def test_made_up_script_runs_as_its_page_says(made_up: tuple[list[Example], str]) -> None:
+    examples, script = made_up
+    run = run_script(script)
+    assert 0 == run.returncode, run.stdout
+    assert None is output_problem(examples, run.stdout)
+
+
+def test_a_difference_is_reported_with_its_line(made_up: tuple[list[Example], str]) -> None:
+    examples, script = made_up
+    run = run_script(script.replace('print("printed")', 'print("something else")'))
+    problem = output_problem(examples, run.stdout)
+    assert problem is not None and problem.startswith("line 15: the page shows\nprinted\n")
