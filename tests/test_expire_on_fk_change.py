@@ -1,0 +1,704 @@
+"""ExpireRelationshipOnFKChange: setting a foreign key attribute updates the relationships built on it."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import ForeignKey, ForeignKeyConstraint, String, event, inspect, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    MappedAsDataclass,
+    Session,
+    configure_mappers,
+    joinedload,
+    mapped_column,
+    registry,
+    relationship,
+)
+
+from sqlalchemy_cookbook import ExpireRelationshipOnFKChange
+
+# -- models ------------------------------------------------------------------------------------
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+FK_SYNC = ExpireRelationshipOnFKChange.install(Base)
+
+
+class Foo(Base):
+    __tablename__ = "foo"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str | None] = mapped_column(String(10), unique=True)
+    bars: Mapped[list["Bar"]] = relationship(back_populates="foo", order_by="Bar.id")
+
+
+class Bar(Base):
+    __tablename__ = "bar"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    foo_id: Mapped[int | None] = mapped_column(ForeignKey("foo.id"))
+    foo: Mapped[Foo | None] = relationship(back_populates="bars")
+    # Follows the same column, read-only.
+    foo_view: Mapped[Foo | None] = relationship(viewonly=True)
+    kind: Mapped[str] = mapped_column(String(10), default="bar")
+
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "bar"}
+
+
+class SpecialBar(Bar):
+    """Joined-table subclass with a relationship of its own on the inherited column."""
+
+    __tablename__ = "special_bar"
+
+    id: Mapped[int] = mapped_column(ForeignKey("bar.id"), primary_key=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("foo.id"))
+    owner: Mapped[Foo | None] = relationship(foreign_keys=[owner_id])
+
+    __mapper_args__ = {"polymorphic_identity": "special"}
+
+
+class Parent(Base):
+    """A one-to-many with no many-to-one on the other side."""
+
+    __tablename__ = "parent"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    children: Mapped[list["Child"]] = relationship(order_by="Child.id")
+
+
+class Child(Base):
+    __tablename__ = "child"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("parent.id"))
+
+
+class Node(Base):
+    """Self-referential: a node's parent is another node."""
+
+    __tablename__ = "node"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("node.id"))
+    parent: Mapped["Node | None"] = relationship(back_populates="children", remote_side=[id])
+    children: Mapped[list["Node"]] = relationship(back_populates="parent", order_by="Node.id")
+
+
+class Shelf(Base):
+    """Composite primary key."""
+
+    __tablename__ = "shelf"
+
+    room: Mapped[str] = mapped_column(String(10), primary_key=True)
+    number: Mapped[int] = mapped_column(primary_key=True)
+    books: Mapped[list["Book"]] = relationship(back_populates="shelf", order_by="Book.id")
+
+
+class Book(Base):
+    __tablename__ = "book"
+    __table_args__ = (ForeignKeyConstraint(["room", "number"], ["shelf.room", "shelf.number"]),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    room: Mapped[str | None] = mapped_column(String(10))
+    number: Mapped[int | None]
+    shelf: Mapped[Shelf | None] = relationship(back_populates="books")
+
+
+class Tag(Base):
+    """A foreign key to a unique column that is not the primary key."""
+
+    __tablename__ = "tag"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    foo_code: Mapped[str | None] = mapped_column(ForeignKey("foo.code"))
+    foo: Mapped[Foo | None] = relationship(backref="tags")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def selects(engine: Engine) -> Iterator[list[str]]:
+    """The SELECT statements sent while the block runs."""
+    seen: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+def ids(objects: Any) -> list[int]:
+    return [o.id for o in objects]
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    """Foos 1, 3 and 7 (codes a, c, g); bars 1 and 2 in Foo 1; committed."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as setup:
+        setup.add_all([Foo(id=1, code="a"), Foo(id=3, code="c"), Foo(id=7, code="g")])
+        setup.flush()
+        setup.add_all([Bar(id=1, foo_id=1), Bar(id=2, foo_id=1)])
+        setup.commit()
+    with Session(engine) as session:
+        yield session
+
+
+def stored_foo_id(engine: Engine, bar_id: int) -> int | None:
+    with Session(engine) as other:
+        return other.scalar(select(Bar.foo_id).where(Bar.id == bar_id))
+
+
+# -- persistent objects ------------------------------------------------------------------------
+
+
+def test_loaded_many_to_one_follows_the_new_value(session: Session) -> None:
+    """The FAQ's surprise is gone: after bar.foo_id = 7, bar.foo is Foo 7, not the Foo it held."""
+    bar = session.get(Bar, 1)
+    assert bar is not None and bar.foo is not None
+    assert 1 == bar.foo.id
+    bar.foo_id = 7
+    assert session.get(Foo, 7) is bar.foo
+
+
+def test_parent_in_identity_map_costs_no_sql(session: Session, engine: Engine) -> None:
+    """When the Session already has Foo 7, bar.foo comes from the identity map."""
+    bar = session.get(Bar, 1)
+    assert bar is not None
+    bar.foo
+    foo7 = session.get(Foo, 7)
+    bar.foo_id = 7
+    session.flush()
+    with selects(engine) as seen:
+        assert foo7 is bar.foo
+    assert [] == seen
+
+
+def test_parent_not_loaded_costs_one_select(session: Session, engine: Engine) -> None:
+    """When the Session does not have Foo 7, one SELECT by primary key loads it."""
+    bar = session.get(Bar, 1)
+    assert bar is not None
+    bar.foo
+    bar.foo_id = 7
+    with selects(engine) as seen:
+        assert 7 == bar.foo.id  # type: ignore[union-attr]
+    assert 1 == len(seen)
+
+
+def test_none_empties_the_relationship(session: Session) -> None:
+    """Setting the foreign key to None leaves the many-to-one empty."""
+    bar = session.get(Bar, 1)
+    assert bar is not None
+    bar.foo
+    bar.foo_id = None
+    assert bar.foo is None
+
+
+def test_view_only_many_to_one_follows_too(session: Session) -> None:
+    """A viewonly relationship on the same column is refreshed as well."""
+    bar = session.get(Bar, 1)
+    assert bar is not None
+    assert 1 == bar.foo_view.id  # type: ignore[union-attr]
+    bar.foo_id = 7
+    assert 7 == bar.foo_view.id  # type: ignore[union-attr]
+
+
+def test_same_value_keeps_what_is_loaded(session: Session) -> None:
+    """Setting the value it already has expires nothing."""
+    bar = session.get(Bar, 1)
+    assert bar is not None
+    bar.foo
+    bar.foo_id = 1
+    assert "foo" in inspect(bar).dict
+
+
+def test_old_parent_collection_loses_the_object(session: Session) -> None:
+    """Foo 1's loaded collection no longer lists the moved bar."""
+    foo1 = session.get(Foo, 1)
+    bar = session.get(Bar, 1)
+    assert foo1 is not None and bar is not None
+    assert [1, 2] == ids(foo1.bars)
+    bar.foo_id = 7
+    assert [2] == ids(foo1.bars)
+
+
+def test_new_parent_collection_gains_the_object(session: Session) -> None:
+    """Foo 7's loaded collection lists the moved bar."""
+    foo7 = session.get(Foo, 7)
+    bar = session.get(Bar, 1)
+    assert foo7 is not None and bar is not None
+    assert [] == ids(foo7.bars)
+    bar.foo_id = 7
+    assert [1] == ids(foo7.bars)
+
+
+def test_old_parent_found_through_the_foreign_key(session: Session) -> None:
+    """The old parent's collection is refreshed even when bar.foo was never loaded."""
+    foo1 = session.get(Foo, 1)
+    bar = session.get(Bar, 1)
+    assert foo1 is not None and bar is not None
+    foo1.bars
+    assert "foo" not in inspect(bar).dict
+    bar.foo_id = 3
+    assert [2] == ids(foo1.bars)
+
+
+def test_foreign_key_set_last_wins_over_an_unflushed_relationship(session: Session, engine: Engine) -> None:
+    """bar.foo = foo3 then bar.foo_id = 7: the flush writes 7, and Foo 3's collection lets go."""
+    foo3 = session.get(Foo, 3)
+    bar = session.get(Bar, 1)
+    assert foo3 is not None and bar is not None
+    foo3.bars
+    bar.foo = foo3
+    assert [1] == ids(foo3.bars)
+    bar.foo_id = 7
+    assert [] == ids(foo3.bars)
+    session.commit()
+    assert 7 == stored_foo_id(engine, 1)
+
+
+def test_relationship_set_last_still_wins(session: Session, engine: Engine) -> None:
+    """bar.foo_id = 7 then bar.foo = foo3: the relationship is the later write and the flush keeps it."""
+    foo3 = session.get(Foo, 3)
+    bar = session.get(Bar, 1)
+    assert foo3 is not None and bar is not None
+    bar.foo_id = 7
+    bar.foo = foo3
+    session.commit()
+    assert 3 == stored_foo_id(engine, 1)
+
+
+def test_unloaded_collection_forgets_the_backref(session: Session, engine: Engine) -> None:
+    """bar.foo = foo3 with foo3.bars unloaded, then bar.foo_id = 7: foo3.bars does not list bar."""
+    foo3 = session.get(Foo, 3)
+    bar = session.get(Bar, 1)
+    assert foo3 is not None and bar is not None
+    bar.foo = foo3
+    bar.foo_id = 7
+    assert [] == ids(foo3.bars)
+    session.commit()
+    assert 7 == stored_foo_id(engine, 1)
+
+
+def test_collection_with_unflushed_changes_is_kept(session: Session, engine: Engine) -> None:
+    """A collection someone changed is not expired: nothing appended to it is lost."""
+    foo1 = session.get(Foo, 1)
+    bar = session.get(Bar, 1)
+    assert foo1 is not None and bar is not None
+    foo1.bars.append(Bar(id=20))
+    bar.foo_id = 7
+    assert [1, 2, 20] == ids(foo1.bars)
+    session.commit()
+    assert (1, 7) == (stored_foo_id(engine, 20), stored_foo_id(engine, 1))
+
+
+def test_flush_writes_are_left_alone(session: Session) -> None:
+    """The foreign key the flush copies from bar.foo does not expire bar.foo."""
+    foo7 = session.get(Foo, 7)
+    bar = session.get(Bar, 1)
+    assert foo7 is not None and bar is not None
+    bar.foo = foo7
+    session.flush()
+    assert (7, True) == (bar.foo_id, "foo" in inspect(bar).dict)
+
+
+def test_flush_clearing_a_foreign_key_is_left_alone(engine: Engine) -> None:
+    """Deleting a parent makes the flush set its children's key to NULL; the recipe stays out of the flush."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add(Node(id=1))
+        session.flush()
+        session.add(Node(id=3, parent_id=1))
+        session.commit()
+        one, three = session.get(Node, 1), session.get(Node, 3)
+        assert one is not None and three is not None
+        one.children, three.parent
+        session.delete(one)
+        session.flush()
+        assert (None, one) == (three.parent_id, three.parent)
+
+
+def test_loading_is_quiet(session: Session, engine: Engine) -> None:
+    """Loading rows, also over loaded objects, expires nothing and costs nothing more."""
+    bars = session.scalars(select(Bar).options(joinedload(Bar.foo)).order_by(Bar.id)).unique().all()
+    with selects(engine) as seen:
+        again = session.scalars(
+            select(Bar).options(joinedload(Bar.foo)).order_by(Bar.id).execution_options(populate_existing=True)
+        ).unique().all()
+    assert (1, True) == (len(seen), all("foo" in inspect(b).dict for b in again))
+    assert bars == again
+
+
+def test_subclass_gets_both_behaviours(session: Session) -> None:
+    """A subclass instance gets the base class's behaviour and its own relationship's."""
+    special = SpecialBar(id=30, foo_id=1, owner_id=1)
+    session.add(special)
+    session.commit()
+    special.foo, special.owner
+    special.foo_id = 7
+    special.owner_id = 3
+    assert (7, 3) == (special.foo.id, special.owner.id)  # type: ignore[union-attr]
+
+
+# -- autoflush off -----------------------------------------------------------------------------
+
+
+def test_autoflush_off_many_to_one_still_follows(session: Session) -> None:
+    """Without autoflush, bar.foo still loads Foo 7: the load reads the new value, not the row."""
+    session.autoflush = False
+    bar = session.get(Bar, 1)
+    assert bar is not None
+    bar.foo
+    bar.foo_id = 7
+    assert 7 == bar.foo.id  # type: ignore[union-attr]
+
+
+def test_autoflush_off_collections_show_the_rows_until_commit(session: Session) -> None:
+    """Without autoflush, the expired collections reload the rows as stored, and keep them until commit."""
+    session.autoflush = False
+    foo1, foo7, bar = session.get(Foo, 1), session.get(Foo, 7), session.get(Bar, 1)
+    assert foo1 is not None and foo7 is not None and bar is not None
+    foo1.bars, foo7.bars
+    bar.foo_id = 7
+    assert ([1, 2], []) == (ids(foo1.bars), ids(foo7.bars))
+    session.flush()
+    assert ([1, 2], []) == (ids(foo1.bars), ids(foo7.bars))
+    session.commit()
+    assert ([2], [1]) == (ids(foo1.bars), ids(foo7.bars))
+
+
+# -- pending objects ---------------------------------------------------------------------------
+
+
+def test_pending_object_loads_the_parent(session: Session) -> None:
+    """On an object added but not flushed, bar.foo loads Foo 7 from bar.foo_id."""
+    bar = Bar(id=10)
+    session.add(bar)
+    bar.foo_id = 7
+    assert (True, 7) == (inspect(bar).pending, bar.foo.id)  # type: ignore[union-attr]
+
+
+def test_pending_foreign_key_set_last_wins(session: Session, engine: Engine) -> None:
+    """Bar(foo=foo1), added, then foo_id = 7: the INSERT has 7 and Foo 1's collection lets go."""
+    foo1 = session.get(Foo, 1)
+    assert foo1 is not None
+    foo1.bars
+    bar = Bar(id=10, foo=foo1)
+    session.add(bar)
+    bar.foo_id = 7
+    assert ([1, 2], 7) == (ids(foo1.bars), bar.foo.id)  # type: ignore[union-attr]
+    session.commit()
+    assert 7 == stored_foo_id(engine, 10)
+
+
+def test_pending_new_parent_collection_gains_the_object(session: Session) -> None:
+    """Foo 7's loaded collection lists a pending bar moved to it (autoflush inserts the bar)."""
+    foo7 = session.get(Foo, 7)
+    assert foo7 is not None
+    foo7.bars
+    bar = Bar(id=10)
+    session.add(bar)
+    bar.foo_id = 7
+    assert [10] == ids(foo7.bars)
+
+
+def test_pending_parent_is_found_after_the_flush(session: Session) -> None:
+    """Both pending: bar.foo is None (its load cannot autoflush), and Foo 8 once both rows exist."""
+    foo8 = Foo(id=8)
+    bar = Bar(id=10)
+    session.add_all([foo8, bar])
+    bar.foo_id = 8
+    assert bar.foo is None
+    session.flush()
+    assert foo8 is bar.foo
+
+
+def test_pending_object_loads_its_other_relationships_too(session: Session, engine: Engine) -> None:
+    """The side effect of relationship loading on a pending object: its collections run a SELECT."""
+    node = Node(id=5)
+    session.add(node)
+    node.parent_id = None
+    with selects(engine) as seen:
+        assert [] == node.children
+    assert 1 == len(seen)
+
+
+def test_construction_is_quiet(session: Session, engine: Engine) -> None:
+    """Bar(foo_id=7) has no Session: no SQL, and foo loads only once the row exists, as without the recipe."""
+    with selects(engine) as seen:
+        bar = Bar(id=10, foo_id=7)
+    assert [] == seen
+    session.add(bar)
+    assert bar.foo is None
+    session.flush()
+    assert 7 == bar.foo.id  # type: ignore[union-attr]
+
+
+# -- objects outside a Session, deleted objects ------------------------------------------------
+
+
+def test_detached_object_is_left_alone(session: Session, engine: Engine) -> None:
+    """On a detached object the set is plain: nothing is expired, nothing is loaded."""
+    bar = session.get(Bar, 1)
+    assert bar is not None
+    bar.foo
+    session.close()
+    bar.foo_id = 7
+    assert 1 == bar.foo.id  # type: ignore[union-attr]
+
+
+def test_merge_brings_the_change_in(session: Session, engine: Engine) -> None:
+    """Merging a detached object with a new foreign key updates the persistent copy's relationship."""
+    bar = session.get(Bar, 1)
+    assert bar is not None
+    session.close()
+    bar.foo_id = 7
+    with Session(engine) as other:
+        loaded = other.get(Bar, 1)
+        assert loaded is not None
+        loaded.foo
+        merged = other.merge(bar)
+        assert 7 == merged.foo.id  # type: ignore[union-attr]
+
+
+def test_deleted_object_is_left_alone(session: Session) -> None:
+    """After its DELETE is flushed, setting the foreign key raises nothing."""
+    bar = session.get(Bar, 1)
+    assert bar is not None
+    session.delete(bar)
+    session.flush()
+    bar.foo_id = 7
+    assert inspect(bar).deleted
+
+
+# -- other shapes of relationship --------------------------------------------------------------
+
+
+def test_one_to_many_without_many_to_one(engine: Engine) -> None:
+    """A collection with nothing on the child's side is refreshed on both parents."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Parent(id=1), Parent(id=2)])
+        session.flush()
+        session.add(Child(id=1, parent_id=1))
+        session.commit()
+        one, two, child = session.get(Parent, 1), session.get(Parent, 2), session.get(Child, 1)
+        assert one is not None and two is not None and child is not None
+        one.children, two.children
+        child.parent_id = 2
+        assert ([], [1]) == (ids(one.children), ids(two.children))
+
+
+def test_self_referential(engine: Engine) -> None:
+    """A node moved under another node: its parent and both parents' children follow."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Node(id=1), Node(id=2)])
+        session.flush()
+        session.add(Node(id=3, parent_id=1))
+        session.commit()
+        one, two, three = session.get(Node, 1), session.get(Node, 2), session.get(Node, 3)
+        assert one is not None and two is not None and three is not None
+        one.children, two.children, three.parent
+        three.parent_id = 2
+        assert (2, [], [3]) == (three.parent.id, ids(one.children), ids(two.children))  # type: ignore[union-attr]
+
+
+def test_composite_foreign_key(engine: Engine) -> None:
+    """Both columns of a composite key set: the book is on the new shelf, and the shelves know it."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Shelf(room="a", number=1), Shelf(room="b", number=2)])
+        session.flush()
+        session.add(Book(id=1, room="a", number=1))
+        session.commit()
+        a1, b2, book = session.get(Shelf, ("a", 1)), session.get(Shelf, ("b", 2)), session.get(Book, 1)
+        assert a1 is not None and b2 is not None and book is not None
+        a1.books, b2.books, book.shelf
+        book.room, book.number = "b", 2
+        assert (b2, [], [1]) == (book.shelf, ids(a1.books), ids(b2.books))
+
+
+def test_foreign_key_to_unique_column(session: Session) -> None:
+    """A key to a non-primary column: the many-to-one and the old parent's collection follow."""
+    tag = Tag(id=1, foo_code="a")
+    session.add(tag)
+    session.commit()
+    foo1, foo7 = session.get(Foo, 1), session.get(Foo, 7)
+    assert foo1 is not None and foo7 is not None
+    tag.foo, foo1.tags, foo7.tags  # type: ignore[attr-defined]
+    tag.foo_code = "g"
+    assert (7, []) == (tag.foo.id, foo1.tags)  # type: ignore[union-attr, attr-defined]
+
+
+def test_foreign_key_to_unique_column_new_parent_not_found(session: Session) -> None:
+    """Limit: without the primary key the new parent is not looked up, so its loaded collection stays."""
+    tag = Tag(id=1, foo_code="a")
+    session.add(tag)
+    session.commit()
+    foo7 = session.get(Foo, 7)
+    assert foo7 is not None
+    foo7.tags  # type: ignore[attr-defined]
+    tag.foo_code = "g"
+    assert [] == foo7.tags  # type: ignore[attr-defined]
+
+
+def test_dataclass_mapping(engine: Engine) -> None:
+    """MappedAsDataclass: keyword construction is quiet, later sets follow."""
+
+    class DataBase(MappedAsDataclass, DeclarativeBase):
+        pass
+
+    ExpireRelationshipOnFKChange.install(DataBase)
+
+    class Team(DataBase):
+        __tablename__ = "team"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    class Player(DataBase):
+        __tablename__ = "player"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        team_id: Mapped[int | None] = mapped_column(ForeignKey("team.id"), default=None)
+        team: Mapped[Team | None] = relationship(init=False)
+
+    DataBase.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Team(id=1), Team(id=2)])
+        session.flush()
+        session.add(Player(id=1, team_id=1))
+        session.commit()
+        player = session.get(Player, 1)
+        assert player is not None
+        assert 1 == player.team.id  # type: ignore[union-attr]
+        player.team_id = 2
+        assert 2 == player.team.id  # type: ignore[union-attr]
+
+
+# -- installing --------------------------------------------------------------------------------
+
+
+def test_watched_names_each_attribute_and_its_relationships() -> None:
+    """watched() reports what install() found."""
+    assert {
+        "Bar.foo_id": ["Bar.foo", "Bar.foo_view", "Foo.bars"],
+        "Book.number": ["Book.shelf", "Shelf.books"],
+        "Book.room": ["Book.shelf", "Shelf.books"],
+        "Child.parent_id": ["Parent.children"],
+        "Node.parent_id": ["Node.children", "Node.parent"],
+        "SpecialBar.owner_id": ["SpecialBar.owner"],
+        "Tag.foo_code": ["Foo.tags", "Tag.foo"],
+    } == FK_SYNC.watched()
+
+
+def test_install_after_the_classes_are_configured(engine: Engine) -> None:
+    """Installing late covers the classes already mapped and configured."""
+
+    class LateBase(DeclarativeBase):
+        pass
+
+    class Box(LateBase):
+        __tablename__ = "box"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    class Item(LateBase):
+        __tablename__ = "item"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        box_id: Mapped[int | None] = mapped_column(ForeignKey("box.id"))
+        box: Mapped[Box | None] = relationship()
+
+    configure_mappers()
+    ExpireRelationshipOnFKChange.install(LateBase)
+    LateBase.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Box(id=1), Box(id=2), Item(id=1, box_id=1)])
+        session.commit()
+        item = session.get(Item, 1)
+        assert item is not None
+        item.box
+        item.box_id = 2
+        assert 2 == item.box.id  # type: ignore[union-attr]
+
+
+def test_install_on_a_registry(engine: Engine) -> None:
+    """A registry works as well as a declarative base."""
+    mapper_registry = registry()
+    ExpireRelationshipOnFKChange.install(mapper_registry)
+
+    @mapper_registry.mapped_as_dataclass
+    class Room:
+        __tablename__ = "room"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    @mapper_registry.mapped_as_dataclass
+    class Lamp:
+        __tablename__ = "lamp"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        room_id: Mapped[int | None] = mapped_column(ForeignKey("room.id"))
+        room: Mapped[Room | None] = relationship(init=False)
+
+    mapper_registry.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Room(id=1), Room(id=2)])
+        session.flush()
+        session.add(Lamp(id=1, room_id=1))
+        session.commit()
+        lamp = session.get(Lamp, 1)
+        assert lamp is not None
+        lamp.room
+        lamp.room_id = 2
+        assert 2 == lamp.room.id  # type: ignore[union-attr]
+
+
+def test_install_twice_returns_the_same_instance() -> None:
+    """One registry is watched once, however often install() is called."""
+    assert FK_SYNC is ExpireRelationshipOnFKChange.install(Base.registry)
+
+
+def test_install_refuses_other_targets() -> None:
+    """Something that has no registry is refused with TypeError."""
+    with pytest.raises(TypeError, match="declarative base or a registry"):
+        ExpireRelationshipOnFKChange.install(object)
+
+
+def test_remove_restores_the_plain_behaviour(engine: Engine) -> None:
+    """After remove(), bar.foo keeps its old value again, as without the recipe."""
+
+    class RemovedBase(DeclarativeBase):
+        pass
+
+    installed = ExpireRelationshipOnFKChange.install(RemovedBase)
+
+    class Pen(RemovedBase):
+        __tablename__ = "pen"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    class Cap(RemovedBase):
+        __tablename__ = "cap"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        pen_id: Mapped[int | None] = mapped_column(ForeignKey("pen.id"))
+        pen: Mapped[Pen | None] = relationship()
+
+    RemovedBase.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Pen(id=1), Pen(id=2), Cap(id=1, pen_id=1)])
+        session.commit()
+        installed.remove()
+        cap = session.get(Cap, 1)
+        assert cap is not None
+        cap.pen
+        cap.pen_id = 2
+        assert 1 == cap.pen.id  # type: ignore[union-attr]
+    assert installed is not ExpireRelationshipOnFKChange.install(RemovedBase)
