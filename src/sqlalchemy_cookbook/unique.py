@@ -337,17 +337,27 @@ def _cache(session: Session) -> dict[tuple[type[Any], Key], Any]:
     cache: dict[tuple[type[Any], Key], Any] | None = session.info.get(_CACHE)
     if cache is None:
         cache = session.info[_CACHE] = {}
-        if not event.contains(session, "after_transaction_end", _forget):
-            event.listen(session, "after_transaction_end", _forget)
+        if not event.contains(session, "after_transaction_end", _transaction_ended):
+            event.listen(session, "after_transaction_end", _transaction_ended)
+            event.listen(session, "after_soft_rollback", _rolled_back)
     return cache
 
 
-def _forget(session: Session, transaction: SessionTransaction) -> None:
-    """Empty the cache when the outermost transaction ends: commit, rollback or close."""
+def _forget(session: Session) -> None:
+    cache = session.info.get(_CACHE)
+    if cache:
+        cache.clear()
+
+
+def _transaction_ended(session: Session, transaction: SessionTransaction) -> None:
+    """The outermost transaction ended (commit, rollback or close): every row may change now."""
     if transaction.parent is None:
-        cache = session.info.get(_CACHE)
-        if cache:
-            cache.clear()
+        _forget(session)
+
+
+def _rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    """Any rollback, a SAVEPOINT's too, may have taken rows the cache points to."""
+    _forget(session)
 
 
 def _usable(session: Session, obj: Any) -> bool:

@@ -1,0 +1,671 @@
+"""UniqueObject: one object per unique key, on every backend, under races."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, create_engine, event, func, inspect, select
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import ArgumentError, InvalidRequestError
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    MappedAsDataclass,
+    Session,
+    mapped_column,
+    relationship,
+    validates,
+)
+
+from sqlalchemy_cookbook import UniqueObject
+from sqlalchemy_cookbook import unique as unique_module
+from tests.backends import Backend
+
+# --- the models -----------------------------------------------------------------------------
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Category(Base):
+    __tablename__ = "category"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class Keyword(UniqueObject, Base):
+    __tablename__ = "keyword"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+    note: Mapped[str | None] = mapped_column(String(50))
+    category_id: Mapped[int | None] = mapped_column(ForeignKey("category.id"))
+    category: Mapped[Category | None] = relationship()
+
+
+class Word(UniqueObject, Base):
+    """A composite key, named because the table has two unique column sets."""
+
+    __tablename__ = "word"
+    __table_args__ = (UniqueConstraint("language", "text"), Index("ix_word_slug", "slug", unique=True))
+    __unique_key__ = ("language", "text")
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    language: Mapped[str] = mapped_column(String(5))
+    text: Mapped[str] = mapped_column(String(50))
+    slug: Mapped[str | None] = mapped_column(String(60))
+
+
+class Lowered(UniqueObject, Base):
+    """A validator that changes the key on the way in."""
+
+    __tablename__ = "lowered"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+
+    @validates("name")
+    def _lower(self, key: str, value: str) -> str:
+        return value.lower()
+
+
+class Code(UniqueObject, Base):
+    """The key is the primary key."""
+
+    __tablename__ = "code"
+    __unique_key__ = ("code",)
+
+    code: Mapped[str] = mapped_column(String(10), primary_key=True)
+    label: Mapped[str | None] = mapped_column(String(50))
+
+
+class DataclassBase(MappedAsDataclass, DeclarativeBase):
+    pass
+
+
+class Tag(UniqueObject, DataclassBase):
+    __tablename__ = "tag"
+
+    id: Mapped[int] = mapped_column(primary_key=True, init=False)
+    label: Mapped[str] = mapped_column(String(50), unique=True)
+    colour: Mapped[str] = mapped_column(String(20), default="grey")
+    origin: Mapped[str] = mapped_column(String(20), default_factory=lambda: "factory")
+
+
+# --- fixtures and helpers ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tables(database_url: URL) -> Iterator[URL]:
+    """The tables, made once per backend (each test empties them first)."""
+    engine = create_engine(database_url)
+    Base.metadata.create_all(engine)
+    DataclassBase.metadata.create_all(engine)
+    engine.dispose()
+    yield database_url
+    engine = create_engine(database_url)
+    DataclassBase.metadata.drop_all(engine)
+    Base.metadata.drop_all(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def db(tables: URL) -> Iterator[Engine]:
+    """An engine on empty tables."""
+    engine = create_engine(tables)
+    with engine.begin() as conn:
+        for table in [*reversed(Base.metadata.sorted_tables), *DataclassBase.metadata.sorted_tables]:
+            conn.execute(table.delete())
+    yield engine
+    engine.dispose()
+
+
+@contextmanager
+def statements(engine: Engine) -> Iterator[list[str]]:
+    """The SQL statements the engine sends while the block runs."""
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def verbs(sent: list[str]) -> list[str]:
+    return [statement.split(None, 1)[0].upper() for statement in sent]
+
+
+def names_in_database(engine: Engine) -> list[str]:
+    with Session(engine) as session:
+        return list(session.scalars(select(Keyword.name).order_by(Keyword.name)))
+
+
+# --- one key ---------------------------------------------------------------------------------
+
+
+def test_same_key_gives_same_object(db: Engine) -> None:
+    """Two calls for one key in one session return one object."""
+    with Session(db) as session:
+        first = Keyword.as_unique(session, name="python")
+        assert first is Keyword.as_unique(session, name="python")
+
+
+def test_cache_hit_sends_no_sql(db: Engine) -> None:
+    """The second call for a key the session holds costs no statement."""
+    with Session(db) as session:
+        Keyword.as_unique(session, name="python")
+        with statements(db) as sent:
+            Keyword.as_unique(session, name="python")
+    assert [] == sent
+
+
+def test_new_key_costs_a_select_and_an_insert(db: Engine) -> None:
+    """A key the database does not have: one SELECT, one INSERT (target: at most 2)."""
+    with Session(db) as session:
+        session.connection()
+        with statements(db) as sent:
+            Keyword.as_unique(session, name="python")
+    assert ["SELECT", "INSERT"] == verbs(sent)
+
+
+def test_existing_row_costs_one_select(db: Engine) -> None:
+    """A key whose row exists is read with one SELECT, and that row is the object."""
+    with Session(db) as session:
+        session.add(Keyword(name="python"))
+        session.commit()
+        row_id = session.scalars(select(Keyword.id)).one()
+    with Session(db) as session:
+        session.connection()
+        with statements(db) as sent:
+            keyword = Keyword.as_unique(session, name="python")
+        assert (["SELECT"], row_id) == (verbs(sent), keyword.id)
+
+
+def test_new_object_is_persistent_and_in_the_database(db: Engine) -> None:
+    """A created object is persistent at once; its row is there without a flush."""
+    with Session(db) as session:
+        keyword = Keyword.as_unique(session, name="python")
+        state = inspect(keyword)
+        assert (True, ["python"]) == (state.persistent, list(session.scalars(select(Keyword.name))))
+
+
+def test_other_values_apply_only_on_creation(db: Engine) -> None:
+    """Values outside the key fill a new row; they never change an existing one."""
+    with Session(db) as session:
+        Keyword.as_unique(session, name="python", note="first")
+        session.commit()
+        assert "first" == Keyword.as_unique(session, name="python", note="second").note
+
+
+def test_commit_keeps_one_row(db: Engine) -> None:
+    """Many calls for one key across sessions leave one row."""
+    for _ in range(3):
+        with Session(db) as session:
+            Keyword.as_unique(session, name="python")
+            session.commit()
+    assert ["python"] == names_in_database(db)
+
+
+# --- many keys ---------------------------------------------------------------------------------
+
+
+def test_bulk_returns_objects_in_order(db: Engine) -> None:
+    """as_unique_all answers in the order asked, the same object for a repeated key."""
+    with Session(db) as session:
+        found = Keyword.as_unique_all(session, [{"name": "b"}, {"name": "a"}, {"name": "b"}])
+        assert (["b", "a", "b"], True) == ([k.name for k in found], found[0] is found[2])
+
+
+@pytest.mark.parametrize("count", [10, 100, 1000])
+def test_bulk_statement_count_does_not_grow(db: Engine, count: int) -> None:
+    """New keys in bulk: one SELECT and one INSERT, whatever their number (target: at most 3)."""
+    with Session(db) as session:
+        session.connection()
+        with statements(db) as sent:
+            found = Keyword.as_unique_all(session, [{"name": f"k{i}"} for i in range(count)])
+        assert (["SELECT", "INSERT"], count) == (verbs(sent), len({k.id for k in found}))
+
+
+def test_bulk_mixes_cached_existing_and_new(db: Engine) -> None:
+    """Cached keys cost nothing, existing ones one SELECT between them, new ones one INSERT."""
+    with Session(db) as session:
+        session.add(Keyword(name="existing"))
+        session.commit()
+        cached = Keyword.as_unique(session, name="cached")
+        with statements(db) as sent:
+            found = Keyword.as_unique_all(session, [{"name": "cached"}, {"name": "existing"}, {"name": "new"}])
+        assert (["SELECT", "INSERT"], cached) == (verbs(sent), found[0])
+        session.commit()
+    assert ["cached", "existing", "new"] == names_in_database(db)
+
+
+def test_bulk_of_cached_keys_sends_no_sql(db: Engine) -> None:
+    """A bulk call whose keys the session holds costs nothing."""
+    with Session(db) as session:
+        Keyword.as_unique_all(session, [{"name": "a"}, {"name": "b"}])
+        with statements(db) as sent:
+            Keyword.as_unique_all(session, [{"name": "b"}, {"name": "a"}])
+    assert [] == sent
+
+
+def test_empty_bulk_call(db: Engine) -> None:
+    """Asking for nothing returns nothing and sends nothing."""
+    with Session(db) as session:
+        with statements(db) as sent:
+            found = Keyword.as_unique_all(session, [])
+    assert ([], []) == (found, sent)
+
+
+# --- the cache cannot hand back a dead object ------------------------------------------------------
+
+
+def test_commit_empties_the_cache(db: Engine) -> None:
+    """After commit the key is looked up again, and the object is persistent."""
+    with Session(db) as session:
+        Keyword.as_unique(session, name="python")
+        session.commit()
+        with statements(db) as sent:
+            keyword = Keyword.as_unique(session, name="python")
+        assert (["SELECT"], True) == (verbs(sent), inspect(keyword).persistent)
+
+
+def test_rollback_forgets_the_objects_it_took_back(db: Engine) -> None:
+    """A key created in a rolled-back transaction is created again: its row exists after commit."""
+    with Session(db) as session:
+        Keyword.as_unique(session, name="python")
+        session.rollback()
+        keyword = Keyword.as_unique(session, name="python")
+        session.commit()
+        assert (True, ["python"]) == (inspect(keyword).persistent, names_in_database(db))
+
+
+def test_close_does_not_hand_back_a_detached_object(db: Engine) -> None:
+    """After close, the reused session gets a persistent object, not the detached one."""
+    session = Session(db)
+    old = Keyword.as_unique(session, name="python")
+    session.commit()
+    session.close()
+    keyword = Keyword.as_unique(session, name="python")
+    assert (True, True) == (inspect(old).detached, inspect(keyword).persistent)
+    session.close()
+
+
+def test_row_deleted_elsewhere_is_created_again(db: Engine) -> None:
+    """A key whose row another session deleted after our commit gets its row back, not an error."""
+    with Session(db, expire_on_commit=False) as session:
+        Keyword.as_unique(session, name="python")
+        session.commit()
+        with Session(db) as other:
+            other.delete(other.scalars(select(Keyword)).one())
+            other.commit()
+        keyword = Keyword.as_unique(session, name="python")
+        session.commit()
+        assert [keyword.id] == list(session.scalars(select(Keyword.id)))
+
+
+def test_expunged_object_is_not_handed_back(db: Engine) -> None:
+    """An object expunged from the session is replaced by the session's own copy of the row."""
+    with Session(db) as session:
+        old = Keyword.as_unique(session, name="python")
+        session.expunge(old)
+        keyword = Keyword.as_unique(session, name="python")
+        assert (False, True) == (keyword is old, inspect(keyword).persistent)
+
+
+def test_expired_object_is_checked_against_the_database(db: Engine) -> None:
+    """After expire_all() the key is read again; the row is the same object."""
+    with Session(db) as session:
+        old = Keyword.as_unique(session, name="python")
+        session.expire_all()
+        with statements(db) as sent:
+            keyword = Keyword.as_unique(session, name="python")
+        assert (["SELECT"], True) == (verbs(sent), keyword is old)
+
+
+def test_object_deleted_in_the_session_is_replaced(db: Engine) -> None:
+    """A key whose object the session deleted gets a new row (autoflush sends the DELETE first)."""
+    with Session(db) as session:
+        old = Keyword.as_unique(session, name="python")
+        session.delete(old)
+        keyword = Keyword.as_unique(session, name="python")
+        session.commit()
+        assert (False, ["python"]) == (keyword is old, list(session.scalars(select(Keyword.name))))
+
+
+def test_object_marked_for_deletion_without_autoflush_is_refused(db: Engine) -> None:
+    """With autoflush off, a key whose object awaits deletion is an error, not a dead object."""
+    with Session(db, autoflush=False) as session:
+        old = Keyword.as_unique(session, name="python")
+        session.delete(old)
+        with pytest.raises(InvalidRequestError, match="marked for deletion"):
+            Keyword.as_unique(session, name="python")
+
+
+def test_savepoint_rollback_forgets_objects_created_inside(db: Engine) -> None:
+    """A key created inside a rolled-back SAVEPOINT is created again after it (the savepoint fix on SQLite)."""
+    sqlite_savepoints(db)
+    with Session(db) as session:
+        savepoint = session.begin_nested()
+        Keyword.as_unique(session, name="python")
+        savepoint.rollback()
+        keyword = Keyword.as_unique(session, name="python")
+        session.commit()
+        assert (True, ["python"]) == (inspect(keyword).persistent, names_in_database(db))
+
+
+def test_each_session_has_its_own_cache(db: Engine) -> None:
+    """Two sessions get two objects for one row."""
+    with Session(db) as first, Session(db) as second:
+        a = Keyword.as_unique(first, name="python")
+        first.commit()
+        b = Keyword.as_unique(second, name="python")
+        assert (False, a.id) == (a is b, b.id)
+
+
+# --- constructors, keys and refusals ------------------------------------------------------------
+
+
+def test_dataclass_mapping_gets_its_defaults(db: Engine) -> None:
+    """A MappedAsDataclass class is built by its own __init__: default and default_factory apply."""
+    with Session(db) as session:
+        tag = Tag.as_unique(session, label="urgent")
+        assert ("urgent", "grey", "factory") == (tag.label, tag.colour, tag.origin)
+
+
+def test_validator_changes_the_stored_key(db: Engine) -> None:
+    """A @validates method runs on creation; the changed key is found under the new spelling too."""
+    with Session(db) as session:
+        shouted = Lowered.as_unique(session, name="PYTHON")
+        assert ("python", shouted) == (shouted.name, Lowered.as_unique(session, name="python"))
+
+
+def test_composite_key(db: Engine) -> None:
+    """A key of two columns, one at a time and in bulk."""
+    with Session(db) as session:
+        hello = Word.as_unique(session, language="en", text="hello")
+        found = Word.as_unique_all(
+            session,
+            [{"language": "de", "text": "hallo"}, {"language": "en", "text": "hello"}, {"language": "de", "text": "hello"}],
+        )
+        session.commit()
+        assert (hello, 3) == (found[1], session.scalar(select(func.count()).select_from(Word)))
+
+
+def test_composite_key_existing_rows_in_bulk(db: Engine) -> None:
+    """Existing rows of a composite key are found with one SELECT."""
+    with Session(db) as session:
+        session.add_all([Word(language="en", text="a"), Word(language="en", text="b")])
+        session.commit()
+    with Session(db) as session:
+        session.connection()
+        with statements(db) as sent:
+            Word.as_unique_all(session, [{"language": "en", "text": "a"}, {"language": "en", "text": "b"}])
+    assert ["SELECT"] == verbs(sent)
+
+
+def test_primary_key_as_key(db: Engine) -> None:
+    """A natural primary key can be the key."""
+    with Session(db) as session:
+        code = Code.as_unique(session, code="EUR", label="Euro")
+        session.commit()
+        assert ("Euro", code) == (code.label, Code.as_unique(session, code="EUR"))
+
+
+def test_missing_key_value_is_a_type_error(db: Engine) -> None:
+    """Every key attribute must be given."""
+    with Session(db) as session, pytest.raises(TypeError, match="'text'"):
+        Word.as_unique(session, language="en")
+
+
+def test_none_in_key_is_refused(db: Engine) -> None:
+    """None cannot be a key: a unique constraint does not compare NULLs."""
+    with Session(db) as session, pytest.raises(ValueError, match="cannot hold None"):
+        Keyword.as_unique(session, name=None)
+
+
+def test_relationship_value_is_refused(db: Engine) -> None:
+    """Relationships are not written by the INSERT: giving one is an error, before any SQL."""
+    with Session(db) as session:
+        category = Category()
+        with statements(db) as sent, pytest.raises(ArgumentError, match="'category'"):
+            Keyword.as_unique(session, name="python", category=category)
+        assert [] == sent
+
+
+def test_foreign_key_column_is_written(db: Engine) -> None:
+    """The foreign key column is the way to link a new object to its parent."""
+    with Session(db) as session:
+        session.add(Category(id=7))
+        session.flush()
+        keyword = Keyword.as_unique(session, name="python", category_id=7)
+        assert 7 == keyword.category.id  # type: ignore[union-attr]
+
+
+def test_table_without_unique_key_is_refused() -> None:
+    """A class with no unique constraint besides its primary key says to name the key."""
+
+    class Loose(UniqueObject, Base):
+        __tablename__ = "loose"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str]
+
+    try:
+        with pytest.raises(ArgumentError, match="__unique_key__"):
+            Loose.as_unique(Session(), name="x")
+    finally:
+        Base.metadata.remove(Loose.__table__)  # type: ignore[arg-type]
+
+
+def test_two_unique_keys_must_be_named() -> None:
+    """With two unique constraints the key is ambiguous until __unique_key__ names it."""
+
+    class Twice(UniqueObject, Base):
+        __tablename__ = "twice"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        a: Mapped[str] = mapped_column(unique=True)
+        b: Mapped[str] = mapped_column(unique=True)
+
+    try:
+        with pytest.raises(ArgumentError, match="has 2"):
+            Twice.as_unique(Session(), a="x", b="y")
+    finally:
+        Base.metadata.remove(Twice.__table__)  # type: ignore[arg-type]
+
+
+def test_named_key_must_match_a_constraint() -> None:
+    """__unique_key__ must be a unique constraint of the table: ON CONFLICT relies on it."""
+
+    class Unbacked(UniqueObject, Base):
+        __tablename__ = "unbacked"
+        __unique_key__ = ("name",)
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str]
+
+    try:
+        with pytest.raises(ArgumentError, match="matches no unique constraint"):
+            Unbacked.as_unique(Session(), name="x")
+    finally:
+        Base.metadata.remove(Unbacked.__table__)  # type: ignore[arg-type]
+
+
+def test_case_insensitive_collation_finds_the_row(db: Engine, backend: Backend) -> None:
+    """On MariaDB's case-insensitive collation, 'PYTHON' is the row 'python', one at a time and in bulk."""
+    if backend.name != "mariadb":
+        pytest.skip("only MariaDB compares strings case-insensitively by default")
+    with Session(db) as session:
+        lower = Keyword.as_unique(session, name="python")
+        session.commit()
+        one = Keyword.as_unique(session, name="PYTHON")
+        many = Keyword.as_unique_all(session, [{"name": "PYTHON"}, {"name": "Python"}, {"name": "sql"}])
+        session.commit()
+        assert ([lower.id] * 3, ["python", "sql"]) == ([one.id, many[0].id, many[1].id], names_in_database(db))
+
+
+# --- the fallbacks ---------------------------------------------------------------------------------
+
+
+def test_without_returning_a_locking_select_reads_the_rows(db: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where INSERT has no RETURNING (MySQL), a SELECT reads the rows the INSERT wrote."""
+    monkeypatch.setattr(db.dialect, "insert_returning", False)
+    with Session(db) as session:
+        session.connection()
+        with statements(db) as sent:
+            found = Keyword.as_unique_all(session, [{"name": "a"}, {"name": "b"}])
+        assert (["SELECT", "INSERT", "SELECT"], ["a", "b"]) == (verbs(sent), [k.name for k in found])
+
+
+def savepoint_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend the dialect has no INSERT ... ON CONFLICT: UniqueObject falls back to SAVEPOINTs."""
+    monkeypatch.setattr(unique_module._Plan, "insert", lambda self, dialect: None)
+
+
+def sqlite_savepoints(engine: Engine) -> None:
+    """pysqlite's legacy transactions break SAVEPOINT (see FACTS); the documented event pair
+    fixes it.  BEGIN IMMEDIATE makes threads queue for the write lock instead of deadlocking."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def test_savepoint_fallback_creates_and_finds(db: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a conflict clause, a SAVEPOINT around a flush creates the missing rows."""
+    savepoint_only(monkeypatch)
+    sqlite_savepoints(db)
+    with Session(db) as session:
+        session.add(Keyword(name="existing"))
+        session.commit()
+        found = Keyword.as_unique_all(session, [{"name": "existing"}, {"name": "new"}])
+        session.commit()
+        assert (["existing", "new"], True) == ([k.name for k in found], inspect(found[1]).persistent)
+    assert ["existing", "new"] == names_in_database(db)
+
+
+# --- races -----------------------------------------------------------------------------------------
+
+WORKERS, CALLS, KEYS = 6, 12, 4
+
+
+def slow_inserts(engine: Engine) -> None:
+    """Hold every INSERT back a little, so that the other workers' SELECTs miss the row too."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _wait(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT"):
+            time.sleep(0.005)
+
+
+def race_calls(engine: Engine, barrier: Any, bulk: bool) -> tuple[list[tuple[str, int]], list[str]]:
+    """One worker: CALLS transactions, each asking for a key (or all keys) after the others line up."""
+    seen: list[tuple[str, int]] = []
+    errors: list[str] = []
+    for call in range(CALLS):
+        key = f"key{call % KEYS}"
+        try:
+            barrier.wait(timeout=30)
+            with Session(engine) as session:
+                if bulk:
+                    rows = [{"name": f"key{(call + i) % KEYS}"} for i in range(KEYS)]
+                    found = Keyword.as_unique_all(session, rows)
+                    seen.extend((k.name, k.id) for k in found)
+                else:
+                    seen.append((key, Keyword.as_unique(session, name=key).id))
+                session.commit()
+        except Exception as exc:  # every error is a failure of the recipe: count it
+            errors.append(f"{type(exc).__name__}: {exc}")
+    return seen, errors
+
+
+def race_process(url: str, barrier: Any, results: Any, bulk: bool) -> None:
+    """A worker process: its own engine, the same calls."""
+    engine = create_engine(url)
+    slow_inserts(engine)
+    try:
+        results.put(race_calls(engine, barrier, bulk))
+    finally:
+        engine.dispose()
+
+
+def run_threads(engine: Engine, bulk: bool) -> tuple[list[tuple[str, int]], list[str]]:
+    barrier = threading.Barrier(WORKERS)
+    outcomes: list[tuple[list[tuple[str, int]], list[str]]] = []
+
+    def work() -> None:
+        outcomes.append(race_calls(engine, barrier, bulk))
+
+    threads = [threading.Thread(target=work) for _ in range(WORKERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [s for seen, _ in outcomes for s in seen], [e for _, errors in outcomes for e in errors]
+
+
+def run_processes(url: URL, bulk: bool) -> tuple[list[tuple[str, int]], list[str]]:
+    # fork is quick (no imports); each child makes its own engine and never touches the parent's.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    barrier = context.Barrier(WORKERS)
+    results = context.Queue()
+    text = url.render_as_string(hide_password=False)
+    processes = [context.Process(target=race_process, args=(text, barrier, results, bulk)) for _ in range(WORKERS)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join()
+    return [s for seen, _ in outcomes for s in seen], [e for _, errors in outcomes for e in errors]
+
+
+def race_outcome(engine: Engine, seen: list[tuple[str, int]], errors: list[str]) -> tuple[int, int, int, list[str]]:
+    """(rows created, distinct ids per key (1 each), calls answered, errors)."""
+    ids_per_key = {name: {i for n, i in seen if n == name} for name, _ in seen}
+    with Session(engine) as session:
+        rows = session.scalar(select(func.count()).select_from(Keyword)) or 0
+    return rows, max(map(len, ids_per_key.values()), default=0), len(seen), errors
+
+
+RaceRunner = Callable[[Engine, URL, bool], tuple[list[tuple[str, int]], list[str]]]
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["as_unique", "as_unique_all"])
+def test_race_between_threads(db: Engine, bulk: bool) -> None:
+    """WORKERS threads x CALLS transactions over KEYS shared keys: KEYS rows, no error."""
+    slow_inserts(db)
+    seen, errors = run_threads(db, bulk)
+    calls = WORKERS * CALLS * (KEYS if bulk else 1)
+    assert (KEYS, 1, calls, []) == race_outcome(db, seen, errors)
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["as_unique", "as_unique_all"])
+def test_race_between_processes(db: Engine, tables: URL, bulk: bool) -> None:
+    """WORKERS processes x CALLS transactions over KEYS shared keys: KEYS rows, no error."""
+    seen, errors = run_processes(tables, bulk)
+    calls = WORKERS * CALLS * (KEYS if bulk else 1)
+    assert (KEYS, 1, calls, []) == race_outcome(db, seen, errors)
+
+
+def test_race_with_savepoint_fallback(db: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SAVEPOINT fallback holds under the same race between threads."""
+    savepoint_only(monkeypatch)
+    sqlite_savepoints(db)
+    slow_inserts(db)
+    seen, errors = run_threads(db, False)
+    assert (KEYS, 1, WORKERS * CALLS, []) == race_outcome(db, seen, errors)
