@@ -41,6 +41,7 @@ What it cannot filter, by design or by SQLAlchemy's design, is listed under
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Self
 
+import sqlalchemy
 from sqlalchemy import Result, event, inspect
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, with_loader_criteria
@@ -49,6 +50,9 @@ from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.expression import bindparam
 
 __all__ = ["PreFilteredQuery"]
+
+# ORMExecuteState.parameters may be replaced in a do_orm_execute hook from 2.1 on.
+_PARAMETERS_WRITABLE = tuple(int(part) for part in sqlalchemy.__version__.split(".")[:2]) >= (2, 1)
 
 Criteria = Callable[[Any], ColumnElement[bool]]
 """Makes the criteria for one class: ``lambda cls: cls.deleted_at.is_(None)``."""
@@ -159,10 +163,15 @@ class PreFilteredQuery:
             if self.params is None:
                 return None
             # The values reach the statement as execution parameters, so its cached form
-            # serves every session; invoke_statement() passes them on 2.0 and 2.1 alike.
+            # serves every session.  2.1 reads parameters back from the event; 2.0 needs the
+            # statement run again with them (invoke_statement() merges them in).
+            values = self.params(state.session)
+            if _PARAMETERS_WRITABLE:
+                state.parameters = {**(state.parameters or {}), **values}  # type: ignore[dict-item]
+                return None
             if state.parameters is None:
                 state.parameters = {}
-            return state.invoke_statement(params=dict(self.params(state.session)))
+            return state.invoke_statement(params=dict(values))
         if (state.is_update or state.is_delete) and state.is_orm_statement:
             if state.is_executemany and self._covers(state.bind_mapper):
                 raise InvalidRequestError(
