@@ -572,8 +572,18 @@ def slow_inserts(engine: Engine) -> None:
             time.sleep(0.005)
 
 
-def race_calls(engine: Engine, barrier: Any, bulk: bool) -> tuple[list[tuple[str, int]], list[str]]:
-    """One worker: CALLS transactions, each asking for a key (or all keys) after the others line up."""
+def naive(session: Session, name: str) -> Keyword:
+    """SELECT, then add if missing: what the 1.x recipe did on a cache miss."""
+    keyword = session.scalars(select(Keyword).filter_by(name=name)).first()
+    if keyword is None:
+        keyword = Keyword(name=name)
+        session.add(keyword)
+        session.flush()
+    return keyword
+
+
+def race_calls(engine: Engine, barrier: Any, how: str) -> tuple[list[tuple[str, int]], list[str]]:
+    """One worker: CALLS transactions, each asking for a key (or all keys) once the others line up."""
     seen: list[tuple[str, int]] = []
     errors: list[str] = []
     for call in range(CALLS):
@@ -581,10 +591,11 @@ def race_calls(engine: Engine, barrier: Any, bulk: bool) -> tuple[list[tuple[str
         try:
             barrier.wait(timeout=30)
             with Session(engine) as session:
-                if bulk:
+                if how == "as_unique_all":
                     rows = [{"name": f"key{(call + i) % KEYS}"} for i in range(KEYS)]
-                    found = Keyword.as_unique_all(session, rows)
-                    seen.extend((k.name, k.id) for k in found)
+                    seen.extend((k.name, k.id) for k in Keyword.as_unique_all(session, rows))
+                elif how == "naive":
+                    seen.append((key, naive(session, key).id))
                 else:
                     seen.append((key, Keyword.as_unique(session, name=key).id))
                 session.commit()
@@ -593,39 +604,56 @@ def race_calls(engine: Engine, barrier: Any, bulk: bool) -> tuple[list[tuple[str
     return seen, errors
 
 
-def race_process(url: str, barrier: Any, results: Any, bulk: bool) -> None:
+def race_process(url: str, barrier: Any, results: Any, how: str) -> None:
     """A worker process: its own engine, the same calls."""
     engine = create_engine(url)
     slow_inserts(engine)
     try:
-        results.put(race_calls(engine, barrier, bulk))
+        results.put(race_calls(engine, barrier, how))
     finally:
         engine.dispose()
 
 
-def run_threads(engine: Engine, bulk: bool) -> tuple[list[tuple[str, int]], list[str]]:
+Outcome = tuple[list[tuple[str, int]], list[str]]
+
+
+def run_threads(url: URL, how: str, setup: Callable[[Engine], None] | None = None) -> tuple[Outcome, int]:
+    """The race between threads, on an engine with a connection ready for each; also the INSERTs sent."""
+    engine = create_engine(url, pool_size=WORKERS)
+    if setup is not None:
+        setup(engine)
+    slow_inserts(engine)
+    connections = [engine.connect() for _ in range(WORKERS)]
+    for connection in connections:
+        connection.close()
     barrier = threading.Barrier(WORKERS)
-    outcomes: list[tuple[list[tuple[str, int]], list[str]]] = []
+    outcomes: list[Outcome] = []
 
     def work() -> None:
-        outcomes.append(race_calls(engine, barrier, bulk))
+        outcomes.append(race_calls(engine, barrier, how))
 
     threads = [threading.Thread(target=work) for _ in range(WORKERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return [s for seen, _ in outcomes for s in seen], [e for _, errors in outcomes for e in errors]
+    try:
+        with statements(engine) as sent:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        engine.dispose()
+    seen = [s for seen, _ in outcomes for s in seen]
+    errors = [e for _, errors in outcomes for e in errors]
+    return (seen, errors), verbs(sent).count("INSERT")
 
 
-def run_processes(url: URL, bulk: bool) -> tuple[list[tuple[str, int]], list[str]]:
+def run_processes(url: URL, how: str) -> Outcome:
     # fork is quick (no imports); each child makes its own engine and never touches the parent's.
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     barrier = context.Barrier(WORKERS)
     results = context.Queue()
     text = url.render_as_string(hide_password=False)
-    processes = [context.Process(target=race_process, args=(text, barrier, results, bulk)) for _ in range(WORKERS)]
+    processes = [context.Process(target=race_process, args=(text, barrier, results, how)) for _ in range(WORKERS)]
     for process in processes:
         process.start()
     outcomes = [results.get(timeout=120) for _ in processes]
@@ -635,37 +663,41 @@ def run_processes(url: URL, bulk: bool) -> tuple[list[tuple[str, int]], list[str
 
 
 def race_outcome(engine: Engine, seen: list[tuple[str, int]], errors: list[str]) -> tuple[int, int, int, list[str]]:
-    """(rows created, distinct ids per key (1 each), calls answered, errors)."""
+    """(rows created, most ids seen for one key (1 if all agree), calls answered, errors)."""
     ids_per_key = {name: {i for n, i in seen if n == name} for name, _ in seen}
     with Session(engine) as session:
         rows = session.scalar(select(func.count()).select_from(Keyword)) or 0
     return rows, max(map(len, ids_per_key.values()), default=0), len(seen), errors
 
 
-RaceRunner = Callable[[Engine, URL, bool], tuple[list[tuple[str, int]], list[str]]]
+def answers(how: str) -> int:
+    return WORKERS * CALLS * (KEYS if how == "as_unique_all" else 1)
 
 
-@pytest.mark.parametrize("bulk", [False, True], ids=["as_unique", "as_unique_all"])
-def test_race_between_threads(db: Engine, bulk: bool) -> None:
-    """WORKERS threads x CALLS transactions over KEYS shared keys: KEYS rows, no error."""
-    slow_inserts(db)
-    seen, errors = run_threads(db, bulk)
-    calls = WORKERS * CALLS * (KEYS if bulk else 1)
-    assert (KEYS, 1, calls, []) == race_outcome(db, seen, errors)
+@pytest.mark.parametrize("how", ["as_unique", "as_unique_all"])
+def test_race_between_threads(db: Engine, how: str) -> None:
+    """WORKERS threads x CALLS transactions over KEYS shared keys: KEYS rows, no error, and races did happen."""
+    (seen, errors), inserts = run_threads(db.url, how)
+    # An INSERT that created no row lost a race: one per key (one in all, in bulk) would mean none did.
+    raced = inserts > (KEYS if how == "as_unique" else 1)
+    assert ((KEYS, 1, answers(how), []), True) == (race_outcome(db, seen, errors), raced), inserts
 
 
-@pytest.mark.parametrize("bulk", [False, True], ids=["as_unique", "as_unique_all"])
-def test_race_between_processes(db: Engine, tables: URL, bulk: bool) -> None:
+@pytest.mark.parametrize("how", ["as_unique", "as_unique_all"])
+def test_race_between_processes(db: Engine, tables: URL, how: str) -> None:
     """WORKERS processes x CALLS transactions over KEYS shared keys: KEYS rows, no error."""
-    seen, errors = run_processes(tables, bulk)
-    calls = WORKERS * CALLS * (KEYS if bulk else 1)
-    assert (KEYS, 1, calls, []) == race_outcome(db, seen, errors)
+    seen, errors = run_processes(tables, how)
+    assert (KEYS, 1, answers(how), []) == race_outcome(db, seen, errors)
 
 
 def test_race_with_savepoint_fallback(db: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """The SAVEPOINT fallback holds under the same race between threads."""
     savepoint_only(monkeypatch)
-    sqlite_savepoints(db)
-    slow_inserts(db)
-    seen, errors = run_threads(db, False)
-    assert (KEYS, 1, WORKERS * CALLS, []) == race_outcome(db, seen, errors)
+    (seen, errors), _ = run_threads(db.url, "as_unique", sqlite_savepoints)
+    assert (KEYS, 1, answers("as_unique"), []) == race_outcome(db, seen, errors)
+
+
+def test_race_catches_the_naive_recipe(db: Engine) -> None:
+    """The same race makes SELECT-then-add fail: the race tests above can tell a broken recipe."""
+    (_, errors), _ = run_threads(db.url, "naive")
+    assert (True, True) == (len(errors) > 0, all(e.startswith("IntegrityError") for e in errors)), errors
