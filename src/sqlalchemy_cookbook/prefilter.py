@@ -55,10 +55,7 @@ __all__ = ["PreFilteredQuery"]
 _PARAMETERS_WRITABLE = tuple(int(part) for part in sqlalchemy.__version__.split(".")[:2]) >= (2, 1)
 
 Criteria = Callable[[Any], ColumnElement[bool]]
-"""Makes the criteria for one class: ``lambda cls: cls.deleted_at.is_(None)``."""
-
 Params = Callable[[Session], Mapping[str, Any]]
-"""Reads the values of the criteria's :func:`~sqlalchemy.sql.expression.bindparam` names from a session."""
 
 
 class PreFilteredQuery:
@@ -72,6 +69,7 @@ class PreFilteredQuery:
         statement, so it must not read anything that changes between calls: a value that
         depends on the session (a tenant) goes in as ``bindparam("tenant_id")``, and `params`
         supplies it.
+    :type criteria: ~collections.abc.Callable[[type], ~sqlalchemy.sql.expression.ColumnElement[bool]]
     :param opt_out: the name of the execution option that turns the criteria off for one
         statement, e.g. ``select(Note).execution_options(include_deleted=True)``.
         It also applies to the eager loads of that statement (:func:`~sqlalchemy.orm.selectinload`,
@@ -83,6 +81,7 @@ class PreFilteredQuery:
         raises for cannot run any (a session with no tenant reads nothing).
         The values override parameters of the same name passed to
         :meth:`~sqlalchemy.orm.Session.execute`, so choose names that no statement uses.
+    :type params: ~collections.abc.Callable[[~sqlalchemy.orm.Session], ~collections.abc.Mapping[str, ~typing.Any]] | None
 
     Each ``SELECT`` gets one :func:`~sqlalchemy.orm.with_loader_criteria` option, made once,
     so the statement cache serves filtered statements like any other; the values travel as
