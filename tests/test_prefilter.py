@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.engine.interfaces import CacheStats
-from sqlalchemy.exc import InvalidRequestError, LegacyAPIWarning
+from sqlalchemy.exc import IntegrityError, InvalidRequestError, LegacyAPIWarning
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -43,9 +43,11 @@ from sqlalchemy.orm import (
     joinedload,
     mapped_column,
     relationship,
+    scoped_session,
     selectinload,
     sessionmaker,
     subqueryload,
+    with_loader_criteria,
 )
 
 from sqlalchemy_cookbook import PreFilteredQuery
@@ -354,6 +356,15 @@ def test_bulk_update_by_primary_key_is_refused(session: Session) -> None:
         session.execute(update(Post), [{"id": 11, "title": "changed"}])
 
 
+def test_sqlalchemy_gives_bulk_update_by_primary_key_no_criteria(loaded: Engine) -> None:
+    """Why the refusal exists: with the criteria option on it, a bulk UPDATE by primary key still changes a hidden row."""
+    criteria = with_loader_criteria(Hideable, lambda cls: cls.deleted == false(), include_aliases=True)
+    with Session(loaded) as session:
+        session.execute(update(Post).options(criteria), [{"id": 11, "title": "changed"}])
+        assert "changed" == session.scalar(select(Post.title).where(Post.id == 11))
+        session.rollback()
+
+
 def test_bulk_update_by_primary_key_runs_with_the_opt_out(session: Session) -> None:
     """The refusal names the way out, and the way out works."""
     session.execute(update(Post).execution_options(**SHOW_ALL), [{"id": 11, "title": "changed"}])
@@ -384,6 +395,14 @@ def test_bulk_update_leaves_held_hidden_objects_alone(session: Session) -> None:
 def test_sql_that_names_no_mapped_class_is_not_filtered(session: Session, path: str, run: Callable[[Session], Any]) -> None:
     """Limit: textual SQL and Core statements on the Table have no class to attach criteria to."""
     assert [10, 11, 12, 13] == run(session)
+
+
+def test_merge_of_a_hidden_row_makes_a_new_object(session: Session) -> None:
+    """Limit: merge() looks the row up through the filter, misses the hidden one, and its INSERT collides."""
+    session.merge(Tag(id=21))
+    with pytest.raises(IntegrityError):
+        session.flush()
+    session.rollback()
 
 
 def test_insert_is_not_filtered(session: Session) -> None:
@@ -490,6 +509,39 @@ def test_a_mapped_class_covers_its_subclasses(loaded: Engine) -> None:
             assert ([1], [1]) == (session.scalars(select(Dog.id)).all(), session.scalars(select(Animal.id)).all())
     finally:
         Other.metadata.drop_all(loaded)
+
+
+class FilteredSession(Session):
+    pass
+
+
+def install_target(kind: str, engine: Engine) -> tuple[Any, Callable[[], Session]]:
+    """What to install on, and how to get a session from it."""
+    if kind == "sessionmaker":
+        made = sessionmaker(engine)
+        return made, made
+    if kind == "session-subclass":
+        return FilteredSession, lambda: FilteredSession(engine)
+    if kind == "scoped-session":
+        scoped = scoped_session(sessionmaker(engine))
+        return scoped, scoped
+    one = Session(engine)
+    return one, lambda: one
+
+
+@pytest.mark.parametrize("kind", ["sessionmaker", "session-subclass", "scoped-session", "one-session"])
+def test_install_reaches_each_kind_of_target(loaded: Engine, kind: str) -> None:
+    """install() accepts what event.listen() accepts for session events: factories, classes, sessions."""
+    target, make = install_target(kind, loaded)
+    soft_delete = FILTERS["soft-delete"]().install(target)
+    session = make()
+    try:
+        assert [10, 12, 13] == session.scalars(select(Post.id).order_by(Post.id)).all()
+    finally:
+        session.close()
+        soft_delete.uninstall(target)
+        if isinstance(target, scoped_session):
+            target.remove()
 
 
 def test_uninstall_stops_the_filter(loaded: Engine) -> None:

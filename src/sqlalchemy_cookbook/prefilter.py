@@ -63,7 +63,7 @@ class PreFilteredQuery:
 
     :param entity: a mapped class (its subclasses are included), or a mixin or other plain base
         class: then every mapped class that inherits from it is included.
-    :param criteria: a function of one argument, the class (or an alias of it), returning the
+    :param criteria: a function of one argument, the class, returning the
         ``WHERE`` criteria, typically a lambda: ``lambda cls: cls.deleted_at.is_(None)``.
         SQLAlchemy calls it once per class and caches what it returns with the compiled
         statement, so it must not read anything that changes between calls: a value that
@@ -98,6 +98,9 @@ class PreFilteredQuery:
       :meth:`~sqlalchemy.orm.Session.get` to ask the database.
       Refreshing an object (:meth:`~sqlalchemy.orm.Session.refresh`, an expired attribute)
       loads it whatever the criteria say: the session holds it already.
+      :meth:`~sqlalchemy.orm.Session.merge`, on the other hand, looks the row up through the
+      criteria: merging an object whose row is filtered out makes a new object, whose
+      ``INSERT`` then fails on the primary key.
     * Bulk ``UPDATE`` by primary key (``session.execute(update(Note), [{"id": 1, ...}])``):
       SQLAlchemy does not apply the criteria to it, so it is refused with
       :class:`~sqlalchemy.exc.InvalidRequestError` unless the statement opts out.
