@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, create_engine, event, func, inspect, select
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import ArgumentError, InvalidRequestError
+from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidRequestError
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -450,6 +450,56 @@ def test_foreign_key_column_is_written(db: Engine) -> None:
         session.flush()
         keyword = Keyword.as_unique(session, name="python", category_id=7)
         assert 7 == keyword.category.id  # type: ignore[union-attr]
+
+
+def test_mapper_insert_events_do_not_fire(db: Engine) -> None:
+    """The row is written by an INSERT statement, not the unit of work: before_insert stays silent."""
+    fired: list[str] = []
+
+    def before_insert(mapper: Any, connection: Any, target: Keyword) -> None:
+        fired.append(target.name)
+
+    event.listen(Keyword, "before_insert", before_insert)
+    try:
+        with Session(db) as session:
+            Keyword.as_unique(session, name="python")
+            session.add(Keyword(name="by hand"))
+            session.commit()
+    finally:
+        event.remove(Keyword, "before_insert", before_insert)
+    assert ["by hand"] == fired
+
+
+def test_new_object_is_loaded_from_its_row(db: Engine) -> None:
+    """The object handed back is loaded from the RETURNING row: the load event fires for it."""
+    loaded: list[str] = []
+
+    def on_load(target: Keyword, context: Any) -> None:
+        loaded.append(target.name)
+
+    event.listen(Keyword, "load", on_load)
+    try:
+        with Session(db) as session:
+            Keyword.as_unique(session, name="python")
+    finally:
+        event.remove(Keyword, "load", on_load)
+    assert ["python"] == loaded
+
+
+def test_clash_on_another_unique_key(db: Engine, backend: Backend) -> None:
+    """A new row refused by another unique index is an error, never another key's row.
+
+    PostgreSQL and SQLite name the conflict target, so the other index raises IntegrityError;
+    MariaDB's ON DUPLICATE KEY matches any unique key, and as_unique() notices the row is not
+    the one asked for.
+    """
+    with Session(db) as session:
+        session.add(Word(language="en", text="a", slug="taken"))
+        session.commit()
+        with pytest.raises(Exception) as raised:
+            Word.as_unique(session, language="en", text="b", slug="taken")
+    expected = {"sqlite": IntegrityError, "postgresql": IntegrityError, "mariadb": InvalidRequestError}
+    assert expected[backend.name] == type(raised.value)
 
 
 def test_table_without_unique_key_is_refused() -> None:

@@ -19,7 +19,8 @@ When another session or process inserted the same key a moment before, the INSER
 nothing instead of failing, and a locking SELECT reads the other session's row: two sessions
 racing for one key get one row between them and no :class:`~sqlalchemy.exc.IntegrityError`.
 Databases that have no such INSERT fall back to a SAVEPOINT around a flush, retried after an
-:class:`~sqlalchemy.exc.IntegrityError`.
+:class:`~sqlalchemy.exc.IntegrityError`; those whose INSERT has no RETURNING (MySQL) read the
+rows back with the locking SELECT.
 
 The cache is emptied whenever the session's transaction ends (commit, rollback or close), and
 an object is taken from it only while it is still persistent in that session, unexpired and not
@@ -47,8 +48,8 @@ _T = TypeVar("_T")
 
 # Where the per-session cache lives in Session.info.
 _CACHE = "sqlalchemy_cookbook.unique"
-# How often the INSERT and the locking SELECT are tried for keys whose row another
-# transaction deleted between the two (each round resolves every key it can).
+# How many rounds of INSERT and locking SELECT may resolve no key before giving up (a row
+# another transaction deleted in between, or a clash on another unique key).
 _ROUNDS = 3
 
 
@@ -122,8 +123,9 @@ class UniqueObject:
     * Only column attributes can be given; relationships are refused
       (set the foreign key column instead).
     * The class must be mapped to one table (no joined-table inheritance).
-    * Key values are compared in Python; on a case-insensitive collation, normalise them
-      (for instance lower-case them) before asking.
+    * The cache compares key values in Python: on a case-insensitive collation, ``"PY"`` and
+      ``"py"`` are two cache entries for one row (the database still finds the row, at the
+      cost of a SELECT each); normalise keys, for instance lower-case them, to avoid that.
     * The row is written by an INSERT statement, not by the unit of work, so mapper
       ``before_insert``/``after_insert`` events do not run for it
       (except with the savepoint fallback).
@@ -152,6 +154,12 @@ class UniqueObject:
 
         The session's autoflush setting applies to the SELECT as to any query.
 
+        :param session: the session the object belongs to; its cache lives in
+            :attr:`Session.info <sqlalchemy.orm.Session.info>`.
+        :type session: ~sqlalchemy.orm.Session
+        :param values: the key's values, and values for a new object's other columns.
+        :type values: ~typing.Any
+        :returns: the persistent object for the key.
         :raises TypeError: a key attribute is missing from ``values``.
         :raises ValueError: a key value is ``None`` (a unique constraint does not compare NULLs).
         :raises sqlalchemy.exc.ArgumentError: the class has no usable unique key, or a
@@ -181,6 +189,13 @@ class UniqueObject:
         ['sql', 'python', 'sql']
         True
         ['python', 'sql']
+
+        :param session: the session the objects belong to.
+        :type session: ~sqlalchemy.orm.Session
+        :param rows: one mapping of values per object, as :meth:`as_unique` takes them.
+        :type rows: ~collections.abc.Iterable[~collections.abc.Mapping[str, ~typing.Any]]
+        :returns: the persistent objects, one per item of ``rows``.
+        :raises TypeError: see :meth:`as_unique`, which raises the same errors.
         """
         return _resolve(session, cls, list(rows))
 
@@ -440,36 +455,38 @@ def _select(session: Session, plan: _Plan, keys: Sequence[Key], *, lock: bool) -
 
 def _create(session: Session, plan: _Plan, wanted: Mapping[Key, Mapping[str, Any]]) -> dict[Key, Any]:
     """Insert the rows of keys the database does not have; read those someone else inserted."""
+    dialect = session.get_bind(mapper=plan.mapper).dialect
+    insert = plan.insert(dialect)
     resolved: dict[Key, Any] = {}
     remaining = dict(wanted)
-    for _ in range(_ROUNDS):
+    stuck = 0
+    while remaining and stuck < _ROUNDS:
+        before = len(remaining)
         # Every transaction inserts in the same order: two bulk calls cannot each wait
         # for a row the other holds.
-        order = _sorted_keys(remaining)
-        dialect = session.get_bind(mapper=plan.mapper).dialect
-        insert = plan.insert(dialect)
+        batch = {key: remaining[key] for key in _sorted_keys(remaining)}
         if insert is None:
-            resolved.update(_insert_with_savepoint(session, plan, {k: remaining[k] for k in order}))
+            resolved.update(_insert_with_savepoint(session, plan, batch))
         else:
-            resolved.update(_insert_ignoring_conflicts(session, plan, insert, dialect, {k: remaining[k] for k in order}))
+            resolved.update(_insert_ignoring_conflicts(session, plan, insert, dialect, batch))
         remaining = {k: v for k, v in remaining.items() if k not in resolved}
-        if not remaining:
-            return resolved
-        for chunk in _chunks(list(remaining), plan):
-            resolved.update(_select(session, plan, chunk, lock=True))
-        if len(remaining) > 1:
-            # A key the database matched to a row of another spelling (a case-insensitive
-            # collation, say) is read on its own, so that the database does the matching.
-            for key in [k for k in remaining if k not in resolved]:
-                resolved.update(_select(session, plan, [key], lock=True))
-        remaining = {k: v for k, v in remaining.items() if k not in resolved}
-        if not remaining:
-            return resolved
-    names = ", ".join(repr(dict(zip(plan.key_attrs, key))) for key in remaining)
-    raise InvalidRequestError(
-        f"{plan.cls.__name__}: could neither find nor insert a row for {names}; "
-        f"another unique constraint of {plan.table.name!r} may have refused it"
-    )
+        if remaining:
+            for chunk in _chunks(list(remaining), plan):
+                resolved.update(_select(session, plan, chunk, lock=True))
+            if len(remaining) > 1:
+                # A key the database matched to a row of another spelling (a case-insensitive
+                # collation, say) is read on its own, so that the database does the matching.
+                for key in [k for k in remaining if k not in resolved]:
+                    resolved.update(_select(session, plan, [key], lock=True))
+            remaining = {k: v for k, v in remaining.items() if k not in resolved}
+        stuck = stuck + 1 if len(remaining) == before else 0
+    if remaining:
+        names = ", ".join(repr(dict(zip(plan.key_attrs, key))) for key in remaining)
+        raise InvalidRequestError(
+            f"{plan.cls.__name__}: could neither find nor insert a row for {names}; "
+            f"another unique constraint of {plan.table.name!r} may have refused it"
+        )
+    return resolved
 
 
 def _sorted_keys(wanted: Mapping[Key, Any]) -> list[Key]:
@@ -508,11 +525,10 @@ def _insert_ignoring_conflicts(
     made_for: dict[Key, list[Key]] = {}
     parameters: list[dict[str, Any]] = []
     for key, row in wanted.items():
-        obj = _construct(plan, row)
-        made = plan.key_of(vars(obj))  # the key after the constructor (validators may change it)
+        values = vars(_construct(plan, row))
+        made = plan.key_of(values)  # the key after the constructor (a validator may change it)
         if made not in made_for:
             made_for[made] = []
-            values = vars(obj)
             parameters.append({name: values[name] for name in plan.column_attrs if name in values})
         made_for[made].append(key)
     resolved: dict[Key, Any] = {}
@@ -533,11 +549,15 @@ def _insert_ignoring_conflicts(
 def _insert_with_savepoint(session: Session, plan: _Plan, wanted: Mapping[Key, Mapping[str, Any]]) -> dict[Key, Any]:
     """For databases without a conflict clause: flush inside a SAVEPOINT, and on an
     IntegrityError roll back to it and let the caller read the rows that won."""
-    objects = {key: _construct(plan, row) for key, row in wanted.items()}
+    by_made_key: dict[Key, Any] = {}
+    objects: dict[Key, Any] = {}
+    for key, row in wanted.items():
+        obj = _construct(plan, row)
+        objects[key] = by_made_key.setdefault(plan.key_of(vars(obj)), obj)
     session.flush()  # the session's own pending changes fail, if they fail, outside the SAVEPOINT
     try:
         with session.begin_nested():
-            session.add_all(objects.values())
+            session.add_all(by_made_key.values())
     except IntegrityError:
         return {}
     return objects
