@@ -5,6 +5,7 @@
 #   make test BACKENDS="sqlite postgresql mariadb"   the same on each named database
 #   make bench    the figures the issues ask for (build, rebuild, test and recipe costs)
 #   make html     the strict build alone, into _build/html
+#   make screenshots   PNGs of a recipe page (light, dark, 375 px) in _build/screenshots; PAGE=group/page picks one
 #   make inventories   refresh the pinned intersphinx inventories in docs/_inventories
 #   make clean    remove build output (keeps .venv)
 
@@ -17,7 +18,7 @@ PORT ?= 8000
 SPHINX_ARGS := -c . docs
 STRICT := -W -n --keep-going -q
 
-.PHONY: serve html test bench inventories clean
+.PHONY: serve html test bench inventories clean screenshots
 
 serve: $(VENV)/.installed
 	$(PY) -m sphinx_autobuild $(SPHINX_ARGS) _build/html -n --host $(HOST) --port $(PORT) --watch src --watch conf.py
@@ -33,6 +34,9 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	ONLY=$(ONLY) $(PY) -m tests.bench
+
+screenshots: $(VENV)/.installed
+	$(PY) -m tests.browser.screenshots $(PAGE)
 
 inventories: $(VENV)/.installed
 	$(PY) docs/_inventories/refresh.py

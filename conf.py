@@ -23,6 +23,7 @@ extensions = [
     "notfound.extension",
     "sqlalchemy_cookbook._site",
     "sqlalchemy_cookbook._recipe_script",
+    "sqlalchemy_cookbook._design_css",
 ]
 
 # Warnings are errors (`-W -n`); nothing is ignored.
@@ -51,6 +52,9 @@ html_static_path = ["docs/_static"]
 html_css_files = ["cookbook.css"]
 # Declared, so browsers do not ask the server for a /favicon.ico it does not have.
 html_favicon = "docs/_static/favicon.svg"
+
+# Rank pages by how many of the query's words their title holds (see the file).
+html_search_scorer = "docs/_static/search-scorer.js"
 
 # A copied example is runnable code: doctest prompts and output are left behind.
 copybutton_prompt_text = r">>> |\.\.\. "

@@ -1,0 +1,256 @@
+"""The built site, served on 127.0.0.1, and a headless Chromium to read it with.
+
+Shared by the browser tests (tests/browser/), ``make screenshots`` and ``make bench``.
+Nothing here reaches beyond the machine: the server listens on loopback only and Chromium
+is started with every host but 127.0.0.1 unresolvable.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http import HTTPStatus
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, Response
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+RECIPE_GROUPS = ("transactions", "querying", "relationships")
+
+# Chromium as Debian ships it; Playwright drives it, and never downloads a browser of its own.
+CHROMIUM_ENV = "COOKBOOK_CHROMIUM"
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
+REQUIRE_ENV = "COOKBOOK_REQUIRE_BROWSER"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Offline by construction: any host but the site's own fails to resolve.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+
+
+def recipe_sources() -> list[Path]:
+    """Every recipe page's Markdown source (each .md under the recipe folders), in order."""
+    return sorted(
+        p
+        for group in RECIPE_GROUPS
+        for p in (DOCS / group).rglob("*.md")
+        if not any(part.startswith("_") for part in p.relative_to(DOCS).parts)
+    )
+
+
+def html_name(source: Path) -> str:
+    """``transactions/delete-reinsert.md`` -> ``transactions/delete-reinsert.html``."""
+    return source.relative_to(DOCS).with_suffix(".html").as_posix()
+
+
+def build_site(out: Path) -> Path:
+    """Build the site into ``out`` (not strict: ``make test`` runs the strict build) and return it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-q", "-b", "html", "-c", ".", "docs", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the site did not build (sphinx exit {done.returncode}):\n{done.stdout}")
+    return out
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Static files with the types a browser needs, and the site's 404 page for what is missing."""
+
+    extensions_map = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        ".html": "text/html; charset=utf-8",
+        ".js": "text/javascript; charset=utf-8",
+        ".mjs": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+        ".json": "application/json",
+        ".svg": "image/svg+xml",
+        ".py": "text/x-python; charset=utf-8",
+        ".wasm": "application/wasm",  # anything else and WebAssembly streaming refuses it
+        ".whl": "application/zip",
+        ".zip": "application/zip",
+        ".tar": "application/x-tar",
+    }
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        page = Path(str(self.directory)) / "404.html"
+        if code != HTTPStatus.NOT_FOUND or not page.is_file():
+            super().send_error(code, message, explain)
+            return
+        body = page.read_bytes()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class Server:
+    """A threaded HTTP server for one folder, on 127.0.0.1 and a free port."""
+
+    def __init__(self, root: Path) -> None:
+        handler = functools.partial(_Handler, directory=str(root))
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = f"http://{self.host}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="cookbook-site", daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+    def is_local(self, url: str) -> bool:
+        parts = urlsplit(url)
+        return parts.scheme not in ("http", "https", "ws", "wss") or parts.netloc == self.host
+
+
+def chromium_path() -> str | None:
+    """Where Chromium is, or None."""
+    named = os.environ.get(CHROMIUM_ENV)
+    if named:
+        return named if os.access(named, os.X_OK) else None
+    if os.access(DEFAULT_CHROMIUM, os.X_OK):
+        return DEFAULT_CHROMIUM
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def missing() -> str | None:
+    """Why the browser tests cannot run here, with how to fix it; None when they can."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the Python package 'playwright' is not installed: run `make` (it installs requirements.txt into .venv)"
+    if chromium_path() is None:
+        where = os.environ.get(CHROMIUM_ENV) or f"{DEFAULT_CHROMIUM} or `chromium` on PATH"
+        return (
+            f"Chromium not found ({where}): install Debian's with `sudo apt-get install chromium` "
+            f"(or set {CHROMIUM_ENV} to a Chromium binary); never `playwright install`"
+        )
+    return None
+
+
+@contextmanager
+def chromium() -> Iterator[tuple[Playwright, Browser]]:
+    """A headless Chromium, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            yield playwright, browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def served_site(out: Path | None = None) -> Iterator[tuple[Path, Server]]:
+    """Build the site (into ``out``, or a temporary folder) and serve it while the block runs."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cookbook-site-") as folder:
+        site = build_site(out or Path(folder) / "html")
+        with Server(site) as server:
+            yield site, server
+
+
+# --- Watching a page ---------------------------------------------------------------------------
+
+KINDS = {"document": "HTML", "stylesheet": "CSS", "script": "JS", "font": "fonts", "image": "images"}
+
+
+class Watch:
+    """Everything a page does on the network and the console, and what went wrong.
+
+    Attach it before the page navigates: a console error, an uncaught exception, a failed
+    request, an HTTP error and a request to any host but the site's own are each a problem.
+    """
+
+    def __init__(self, page: Page, server: Server) -> None:
+        self.page = page
+        self.server = server
+        self.problems: list[str] = []
+        self.responses: list[Response] = []
+        self.pending: set[Request] = set()
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.problems.append(f"uncaught error: {error}"))
+        page.on("request", self._request)
+        page.on("requestfinished", self._finished)
+        page.on("requestfailed", self._failed)
+        page.on("response", self._response)
+
+    # Handlers are Python functions: Playwright cannot take a builtin method like set.add.
+    def _finished(self, request: Request) -> None:
+        self.pending.discard(request)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.problems.append(f"console error: {message.text} ({message.location.get('url', '')})")
+
+    def _request(self, request: Request) -> None:
+        self.pending.add(request)
+        if not self.server.is_local(request.url):
+            self.problems.append(f"request to another host: {request.url}")
+
+    def _failed(self, request: Request) -> None:
+        self.pending.discard(request)
+        self.problems.append(f"failed request: {request.url} ({request.failure})")
+
+    def _response(self, response: Response) -> None:
+        self.responses.append(response)
+        if response.status >= 400:
+            self.problems.append(f"HTTP {response.status}: {response.url}")
+
+    def goto(self, path: str) -> Response | None:
+        """Open a page of the site (a path relative to its root) and wait until it has settled."""
+        response = self.page.goto(self.server.url + path.lstrip("/"), wait_until="load")
+        self.settle()
+        return response
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until the requests the page started (scripts that load others, too) are done."""
+        deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            self.page.wait_for_timeout(20)
+            if self.pending:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > 0.1:
+                return
+
+    def weight(self) -> dict[str, int]:
+        """Bytes of each kind the page loaded (uncompressed bodies, as the browser got them)."""
+        weight = dict.fromkeys([*KINDS.values(), "other"], 0)
+        for response in self.responses:
+            if response.status < 300 and response.request.method == "GET":
+                kind = KINDS.get(response.request.resource_type, "other")
+                weight[kind] += len(response.body())
+        return weight
