@@ -5,13 +5,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import ForeignKey, ForeignKeyConstraint, String, event, inspect, select
+from sqlalchemy import Column, ForeignKey, ForeignKeyConstraint, String, Table, event, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
     MappedAsDataclass,
     Session,
+    WriteOnlyMapped,
     configure_mappers,
     joinedload,
     mapped_column,
@@ -31,12 +32,39 @@ class Base(DeclarativeBase):
 FK_SYNC = ExpireRelationshipOnFKChange.install(Base)
 
 
+foo_label = Table(
+    "foo_label",
+    Base.metadata,
+    Column("foo_id", ForeignKey("foo.id"), primary_key=True),
+    Column("label_id", ForeignKey("label.id"), primary_key=True),
+)
+
+
 class Foo(Base):
     __tablename__ = "foo"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     code: Mapped[str | None] = mapped_column(String(10), unique=True)
     bars: Mapped[list["Bar"]] = relationship(back_populates="foo", order_by="Bar.id")
+    # Not watched: many-to-many keeps its keys in foo_label; write-only queries every time.
+    labels: Mapped[list["Label"]] = relationship(secondary=foo_label)
+    bar_log: WriteOnlyMapped["Bar"] = relationship(viewonly=True)
+    # One-to-one, seen from the parent.
+    badge: Mapped["Badge | None"] = relationship(back_populates="foo")
+
+
+class Label(Base):
+    __tablename__ = "label"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+
+
+class Badge(Base):
+    __tablename__ = "badge"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    foo_id: Mapped[int | None] = mapped_column(ForeignKey("foo.id"), unique=True)
+    foo: Mapped[Foo | None] = relationship(back_populates="badge")
 
 
 class Bar(Base):
@@ -447,6 +475,36 @@ def test_construction_is_quiet(session: Session, engine: Engine) -> None:
     assert 7 == bar.foo.id  # type: ignore[union-attr]
 
 
+def test_constructed_and_added_is_not_in_a_loaded_collection(session: Session) -> None:
+    """Limit, as without the recipe: Bar(foo_id=7) added later is not in Foo 7's loaded collection."""
+    foo7 = session.get(Foo, 7)
+    assert foo7 is not None
+    foo7.bars
+    session.add(Bar(id=10, foo_id=7))
+    session.flush()
+    assert [] == ids(foo7.bars)
+
+
+def test_sql_expression_cannot_be_read_before_the_flush(session: Session) -> None:
+    """Limit, SQLAlchemy's own: an unloaded many-to-one over a SQL expression key fails to load."""
+    bar = session.get(Bar, 1)
+    assert bar is not None
+    bar.foo
+    bar.foo_id = select(Foo.id).where(Foo.code == "g").scalar_subquery()  # type: ignore[assignment]
+    with pytest.raises(TypeError):
+        bar.foo
+
+
+def test_sql_expression_is_read_after_the_flush(session: Session) -> None:
+    """A foreign key set to a SQL expression: after the flush, bar.foo is the row's parent."""
+    bar = session.get(Bar, 1)
+    assert bar is not None
+    bar.foo
+    bar.foo_id = select(Foo.id).where(Foo.code == "g").scalar_subquery()  # type: ignore[assignment]
+    session.flush()
+    assert 7 == bar.foo.id  # type: ignore[union-attr]
+
+
 # -- objects outside a Session, deleted objects ------------------------------------------------
 
 
@@ -500,6 +558,17 @@ def test_one_to_many_without_many_to_one(engine: Engine) -> None:
         one.children, two.children
         child.parent_id = 2
         assert ([], [1]) == (ids(one.children), ids(two.children))
+
+
+def test_one_to_one_from_the_parent_side(session: Session) -> None:
+    """A scalar one-to-many (one-to-one) on the parent is refreshed on both parents."""
+    session.add(Badge(id=1, foo_id=1))
+    session.commit()
+    foo1, foo7, badge = session.get(Foo, 1), session.get(Foo, 7), session.get(Badge, 1)
+    assert foo1 is not None and foo7 is not None and badge is not None
+    foo1.badge, foo7.badge
+    badge.foo_id = 7
+    assert (None, badge) == (foo1.badge, foo7.badge)
 
 
 def test_self_referential(engine: Engine) -> None:
@@ -593,6 +662,7 @@ def test_dataclass_mapping(engine: Engine) -> None:
 def test_watched_names_each_attribute_and_its_relationships() -> None:
     """watched() reports what install() found."""
     assert {
+        "Badge.foo_id": ["Badge.foo", "Foo.badge"],
         "Bar.foo_id": ["Bar.foo", "Bar.foo_view", "Foo.bars"],
         "Book.number": ["Book.shelf", "Shelf.books"],
         "Book.room": ["Book.shelf", "Shelf.books"],
