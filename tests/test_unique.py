@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, create_engine, event, func, inspect, select
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidRequestError
+from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidRequestError, OperationalError
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -562,6 +562,25 @@ def test_case_insensitive_collation_finds_the_row(db: Engine, backend: Backend) 
         assert ([lower.id] * 3, ["python", "sql"]) == ([one.id, many[0].id, many[1].id], names_in_database(db))
 
 
+def test_repeatable_read_clash_is_a_serialization_error(db: Engine, backend: Backend) -> None:
+    """On PostgreSQL at REPEATABLE READ, a key committed after our snapshot cannot be used: retry.
+
+    MariaDB runs at REPEATABLE READ by default, and its INSERT hands the other row back instead.
+    """
+    if backend.name == "sqlite":
+        pytest.skip("SQLite has no REPEATABLE READ")
+    with Session(db.execution_options(isolation_level="REPEATABLE READ")) as session:
+        session.scalars(select(Keyword)).all()  # the snapshot is taken here
+        with Session(db) as other:
+            Keyword.as_unique(other, name="python")
+            other.commit()
+        if backend.name == "postgresql":
+            with pytest.raises(OperationalError, match="could not serialize access"):
+                Keyword.as_unique(session, name="python")
+        else:
+            assert "python" == Keyword.as_unique(session, name="python").name
+
+
 # --- the fallbacks ---------------------------------------------------------------------------------
 
 
@@ -606,6 +625,17 @@ def test_savepoint_fallback_creates_and_finds(db: Engine, monkeypatch: pytest.Mo
         session.commit()
         assert (["existing", "new"], True) == ([k.name for k in found], inspect(found[1]).persistent)
     assert ["existing", "new"] == names_in_database(db)
+
+
+def test_savepoint_fallback_costs_four_statements(db: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Why the conflict clause is the default: a new key through a SAVEPOINT takes four statements."""
+    savepoint_only(monkeypatch)
+    sqlite_savepoints(db)
+    with Session(db) as session:
+        session.connection()
+        with statements(db) as sent:
+            Keyword.as_unique(session, name="python")
+    assert ["SELECT", "SAVEPOINT", "INSERT", "RELEASE"] == verbs(sent)
 
 
 # --- races -----------------------------------------------------------------------------------------
