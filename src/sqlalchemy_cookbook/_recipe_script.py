@@ -74,6 +74,8 @@ class Example:
     exc_msg: str | None
     #: Index of the block (fence or hidden block) the example belongs to, in page order.
     block: int
+    #: 1-based line where that block starts (its opening fence).
+    block_line: int
     #: False for a hidden ``% invisible-code-block``.
     visible: bool
     #: The backend whose tab holds the example, or None outside backend tabs.
@@ -157,7 +159,8 @@ def page_examples(path: str | Path, text: str | None = None) -> list[Example]:
         visible = text[block.start :].lstrip()[:1] in ("`", "~")
         backend = owner(block.start)
         if not source.startswith(">>>"):
-            example = Example(line_of(block.start), "code", source, "", None, index, visible, backend, None)
+            start = line_of(block.start)
+            example = Example(start, "code", source, "", None, index, start, visible, backend, None)
             found.append((block.start, example))
             continue
         for region in python.doctest_parser(source, path):
@@ -165,7 +168,8 @@ def page_examples(path: str | Path, text: str | None = None) -> list[Example]:
             parsed: doctest.Example = region.parsed
             skip = "doctest: +SKIP" if parsed.options.get(doctest.SKIP) else None
             example = Example(
-                line_of(region.start), "doctest", parsed.source, parsed.want, parsed.exc_msg, index, visible, backend, skip
+                line_of(region.start), "doctest", parsed.source, parsed.want, parsed.exc_msg,
+                index, line_of(block.start), visible, backend, skip,
             )
             found.append((region.start, example))
     for region in myst.SkipParser()(document):
@@ -287,7 +291,7 @@ def render_script(
 ) -> str:
     """The script of a page: its SQLite examples in order, output as ``#>`` comments.
 
-    ``sections`` maps a block's first line to the heading it sits under, shown as a comment.
+    ``sections`` maps a block's opening line to the heading it sits under, shown as a comment.
     """
     sections = sections or {}
     taken = _identifiers(examples)
@@ -313,19 +317,19 @@ def render_script(
             left_out.append({"postgresql": "PostgreSQL", "mariadb": "MariaDB"}.get(example.backend or "", example.backend or ""))
             continue
         flush_left_out()
-        heading = sections.get(example.line) if example.visible else None
-        if heading and heading != section:
-            section = heading
-            body.extend(["", "", f"# {'-' * 4} {heading} {'-' * max(4, 80 - len(heading) - 8)}"])
-        new_block = example.block != previous_block
-        previous_block = example.block
         source = _DOCTEST_DIRECTIVE.sub("", example.source).strip("\n")
-        if new_block:
-            # Two blank lines around top-level definitions, as in any module.
-            body.extend(["", ""] if _defines(source) or _defines(previous_source) else [""])
-            previous_source = source
+        if example.block != previous_block:
+            # Two blank lines around top-level definitions and before a heading, as in any module.
+            heading = sections.get(example.block_line) if example.visible else None
+            wide = _defines(source) or _defines(previous_source)
+            if heading and heading != section:
+                section = heading
+                body.extend(["", "", f"# {'-' * 4} {heading} {'-' * max(4, 80 - len(heading) - 8)}", ""])
+            else:
+                body.extend(["", ""] if wide else [""])
             if not example.visible:
                 body.append("# A check the page runs without showing it:")
+            previous_block, previous_source = example.block, source
         elif "\n" in source or (body and body[-1].startswith(("#>", "    "))):
             body.append("")
         if example.skip is not None:
