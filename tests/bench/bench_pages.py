@@ -18,7 +18,8 @@ def main() -> None:
         print(f"   page weights not measured: {reason}")
         return
     columns = [*KINDS.values(), "other"]
-    print(f"   {'page':45} " + " ".join(f"{c:>7}" for c in columns) + f" {'total':>8}")
+    width = max([len("page")] + [len(s.relative_to(DOCS).with_suffix("").as_posix()) for s in recipe_sources()])
+    print(f"   {'page':{width}} " + " ".join(f"{c:>7}" for c in columns) + f" {'total':>8}")
     totals = {}
     with served_site() as (_, server), chromium() as (_, browser):
         for source in recipe_sources():
@@ -29,7 +30,7 @@ def main() -> None:
             context.close()
             name = source.relative_to(DOCS).with_suffix("").as_posix()
             totals[name] = sum(weight.values())
-            print(f"   {name:45} " + " ".join(f"{weight[c] / 1024:6.1f}K" for c in columns) + f" {totals[name] / 1024:7.1f}K")
+            print(f"   {name:{width}} " + " ".join(f"{weight[c] / 1024:6.1f}K" for c in columns) + f" {totals[name] / 1024:7.1f}K")
     if not totals:
         print("   no recipe pages")
         return
