@@ -30,6 +30,7 @@ PLAIN_RUNNER = r'''
 import contextlib, doctest, io, os, sys, tempfile
 from pathlib import Path
 from sybil import Document
+from sybil.evaluators.skip import Skipper
 from tests.pages import OnlyOn, page_parsers
 
 pages = sorted(p for p in Path("docs").rglob("*.md") if not any(part.startswith("_") for part in p.parts))
@@ -41,8 +42,14 @@ for document in parsed:
     os.chdir(tempfile.mkdtemp())
     try:
         with contextlib.redirect_stdout(sink):
+            skip_next = skipping = False
             for example in document.examples():
-                if isinstance(example.region.evaluator, OnlyOn) or not example.region.parsed:
+                if isinstance(example.region.evaluator, Skipper):
+                    action = example.parsed[0]
+                    skip_next, skipping = action == "next", action == "start" or (skipping and action != "end")
+                    continue
+                if skip_next or skipping or isinstance(example.region.evaluator, OnlyOn):
+                    skip_next = False
                     continue
                 part = example.parsed
                 if isinstance(part, doctest.Example):
