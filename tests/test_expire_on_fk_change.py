@@ -571,6 +571,22 @@ def test_one_to_one_from_the_parent_side(session: Session) -> None:
     assert (None, badge) == (foo1.badge, foo7.badge)
 
 
+def test_one_to_one_foreign_key_set_last_wins(session: Session, engine: Engine) -> None:
+    """badge.foo = foo3 then badge.foo_id = 7: Foo 3's badge lets go, and the flush writes 7."""
+    session.add(Badge(id=1, foo_id=1))
+    session.commit()
+    foo3, badge = session.get(Foo, 3), session.get(Badge, 1)
+    assert foo3 is not None and badge is not None
+    foo3.badge
+    badge.foo = foo3
+    assert badge is foo3.badge
+    badge.foo_id = 7
+    assert foo3.badge is None
+    session.commit()
+    with Session(engine) as other:
+        assert 7 == other.scalar(select(Badge.foo_id))
+
+
 def test_self_referential(engine: Engine) -> None:
     """A node moved under another node: its parent and both parents' children follow."""
     Base.metadata.create_all(engine)

@@ -97,6 +97,8 @@ class _Link:
 
     key: str
     collection: bool
+    # A list (or other collection class), not one object: one-to-many with uselist.
+    uselist: bool
     child: Mapper[Any]
     parent: Mapper[Any]
     child_keys: tuple[str, ...]
@@ -243,6 +245,7 @@ class ExpireRelationshipOnFKChange:
         self._collections: list[_Link] = []
         self._watched: dict[tuple[Mapper[Any], str], Any] = {}
         self._plans: dict[tuple[Mapper[Any], str], _Plan] = {}
+        self._many_to_ones_of: dict[Mapper[Any], tuple[_Link, ...]] = {}
 
     @classmethod
     def install(cls, target: type[Any] | registry) -> "ExpireRelationshipOnFKChange":
@@ -300,6 +303,7 @@ class ExpireRelationshipOnFKChange:
             event.remove(mapper.class_manager[key], "set", listener)
         self._watched.clear()
         self._plans.clear()
+        self._many_to_ones_of.clear()
         self._seen.clear()
         self._many_to_ones.clear()
         self._collections.clear()
@@ -320,6 +324,7 @@ class ExpireRelationshipOnFKChange:
                     added = self._take(prop) or added
         if added:
             self._plans.clear()
+            self._many_to_ones_of.clear()
 
     def _take(self, prop: RelationshipProperty[Any]) -> bool:
         pairs = prop.local_remote_pairs or []
@@ -353,6 +358,7 @@ class ExpireRelationshipOnFKChange:
         link = _Link(
             key=prop.key,
             collection=prop.direction is RelationshipDirection.ONETOMANY,
+            uselist=bool(prop.uselist),
             child=child,
             parent=parent,
             child_keys=tuple(p.key for p in child_props),
@@ -395,6 +401,23 @@ class ExpireRelationshipOnFKChange:
             found = _Plan(many_to_ones, collections) if many_to_ones or collections else _NOTHING
             self._plans[(mapper, key)] = found
         return found
+
+    def _forget_missing_parents(self, session: Session, state: InstanceState[Any]) -> None:
+        mapper = state.mapper
+        links = self._many_to_ones_of.get(mapper)
+        if links is None:
+            links = tuple(link for link in self._many_to_ones if mapper.isa(link.child))
+            self._many_to_ones_of[mapper] = links
+        dict_ = state.dict
+        stale = [
+            link.key
+            for link in links
+            if link.key in dict_
+            and dict_[link.key] is None
+            and all(_usable(dict_.get(k, NO_VALUE)) for k in link.child_keys)
+        ]
+        if stale:
+            session.expire(state.obj(), stale)
 
     # -- reacting to a set ---------------------------------------------------------------------
 
@@ -486,8 +509,14 @@ class ExpireRelationshipOnFKChange:
             return
         # Unflushed changes of its own: keep them, but take back the addition an earlier
         # `bar.foo = parent` made, which the flush would otherwise turn into bar.foo_id.
-        if not link.refers_to(parent, new_values) and any(added is obj for added in history.added):
+        if link.refers_to(parent, new_values) or not any(added is obj for added in history.added):
+            return
+        if link.uselist:
             collection_adapter(parent_state.dict[link.key]).remove_without_event(obj)
+        elif remembered:
+            # One-to-one: what `obj` displaced carries its own change (the backref set its
+            # many-to-one to None), so the parent is left with nothing.
+            set_committed_value(parent, link.key, None)
 
 
 # One registry, one installed instance; the module's two global listeners dispatch to it.
@@ -518,16 +547,5 @@ def _pending_to_persistent(session: Session, obj: object) -> None:
     """
     state = instance_state(obj)
     installed = _INSTALLED.get(state.mapper.registry)
-    if installed is None:
-        return
-    dict_ = state.dict
-    stale = []
-    for link in installed._many_to_ones:
-        if (
-            dict_.get(link.key, NO_VALUE) is None
-            and state.mapper.isa(link.child)
-            and all(_usable(dict_.get(k, NO_VALUE)) for k in link.child_keys)
-        ):
-            stale.append(link.key)
-    if stale:
-        session.expire(obj, stale)
+    if installed is not None:
+        installed._forget_missing_parents(session, state)
