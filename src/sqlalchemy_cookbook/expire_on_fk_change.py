@@ -80,6 +80,7 @@ from sqlalchemy.orm import (
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.orm.collections import collection_adapter
 from sqlalchemy.orm.exc import UnmappedColumnError
+from sqlalchemy.orm.identity import IdentityMap
 from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql import ClauseElement
 
@@ -120,15 +121,12 @@ class _Link:
         dict_ = instance_state(parent).dict
         return all(_equal(dict_.get(k, NO_VALUE), v) for k, v in zip(self.parent_keys, values))
 
-    def lookup(self, session: Session, values: tuple[Any, ...]) -> object | None:
-        """The parent with these key values, if the session's identity map holds it (no SQL)."""
-        if not self.by_primary_key:
-            return None
+    def lookup(self, identity_map: IdentityMap, values: tuple[Any, ...]) -> object | None:
+        """The parent with these primary key values, if the identity map holds it (no SQL)."""
         for v in values:
-            if not _usable(v):
+            if v is None or isinstance(v, _UNUSABLE):
                 return None
-        identity = self.parent.identity_key_from_primary_key(values)
-        found: object | None = session.identity_map.get(identity)
+        found: object | None = identity_map.get(self.parent.identity_key_from_primary_key(values))
         return found if isinstance(found, self.parent.class_) else None
 
 
@@ -154,10 +152,13 @@ def _equal(a: Any, b: Any) -> bool:
         return False
 
 
+# Key values the identity map cannot be asked about: an attribute never loaded or expired
+# (LoaderCallableStatus), a SQL expression whose value the flush will fetch.
+_UNUSABLE = (LoaderCallableStatus, ClauseElement)
+
+
 def _usable(value: Any) -> bool:
-    """A key value the identity map can be asked about."""
-    # LoaderCallableStatus: the attribute was never loaded, or was expired.
-    return value is not None and not isinstance(value, (LoaderCallableStatus, ClauseElement))
+    return value is not None and not isinstance(value, _UNUSABLE)
 
 
 class ExpireRelationshipOnFKChange:
@@ -473,17 +474,20 @@ class ExpireRelationshipOnFKChange:
             session.enable_relationship_loading(obj)
 
         # 2. Collections of the old and the new parent.
+        identity_map = session.identity_map
         for link in plan.collections:
             new_values = link.values(dict_, key, value)
-            done: set[int] = set()
+            done: list[object] = []
             for parent in remembered:
-                if isinstance(parent, link.parent.class_) and id(parent) not in done:
-                    done.add(id(parent))
+                if isinstance(parent, link.parent.class_) and not any(parent is d for d in done):
+                    done.append(parent)
                     self._refresh_collection(session, link, parent, obj, new_values, True)
+            if not link.by_primary_key:
+                continue
             for values in (link.values(dict_, key, oldvalue), new_values):
-                parent = link.lookup(session, values)
-                if parent is not None and id(parent) not in done:
-                    done.add(id(parent))
+                parent = link.lookup(identity_map, values)
+                if parent is not None and not any(parent is d for d in done):
+                    done.append(parent)
                     self._refresh_collection(session, link, parent, obj, new_values, False)
 
     @staticmethod
