@@ -2,21 +2,6 @@
 
 from pathlib import Path
 
-from sybil.integration.pytest import pytest_integration as _integration
+from tests.pages import conftest_hooks
 
-from tests.pages import sybils
-from tests.plugin import register
-
-_collectors = {}
-
-
-def pytest_configure(config):
-    register(config)
-
-
-def pytest_collect_file(file_path, parent):
-    config = parent.config
-    if config not in _collectors:
-        made = sybils(register(config), str(Path(__file__).parent / "sqlalchemy_cookbook"), "docstrings")
-        _collectors[config] = _integration(*made)
-    return _collectors[config](file_path, parent)
+pytest_configure, pytest_collect_file = conftest_hooks(str(Path(__file__).parent / "sqlalchemy_cookbook"), "docstrings")

@@ -27,10 +27,12 @@ import sqlalchemy.engine
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import close_all_sessions
 from sybil import Document, Example, Region, Sybil
+from sybil.document import PythonDocStringDocument
+from sybil.integration.pytest import pytest_integration
 from sybil.parsers import myst, rest
 
 from tests.backends import NAMES, Backend
-from tests.plugin import BackendPlugin
+from tests.plugin import BackendPlugin, register
 
 DOCTEST_FLAGS = doctest.ELLIPSIS
 RUN_KEY = "__cookbook_run__"
@@ -221,8 +223,6 @@ def sybils(plugin: BackendPlugin, path: str, kind: str) -> list[Sybil]:
                 )
             )
         else:
-            from sybil.document import PythonDocStringDocument
-
             made.append(
                 Sybil(
                     parsers=docstring_parsers(backend.name),
@@ -236,3 +236,19 @@ def sybils(plugin: BackendPlugin, path: str, kind: str) -> list[Sybil]:
                 )
             )
     return made
+
+
+def conftest_hooks(path: str, kind: str) -> tuple[Callable[..., None], Callable[..., Any]]:
+    """``pytest_configure`` and ``pytest_collect_file`` for a conftest that runs the files under `path`."""
+    collectors: dict[Any, Callable[..., Any]] = {}
+
+    def pytest_configure(config: pytest.Config) -> None:
+        register(config)
+
+    def pytest_collect_file(file_path: Any, parent: Any) -> Any:
+        config = parent.config
+        if config not in collectors:
+            collectors[config] = pytest_integration(*sybils(register(config), path, kind))
+        return collectors[config](file_path, parent)
+
+    return pytest_configure, pytest_collect_file

@@ -1,11 +1,10 @@
 """ExpireRelationshipOnFKChange: setting a foreign key attribute updates the relationships built on it."""
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, ForeignKey, ForeignKeyConstraint, String, Table, event, inspect, select
+from sqlalchemy import Column, ForeignKey, ForeignKeyConstraint, String, Table, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -21,6 +20,7 @@ from sqlalchemy.orm import (
 )
 
 from sqlalchemy_cookbook import ExpireRelationshipOnFKChange
+from tests.statements import statements
 
 # -- models ------------------------------------------------------------------------------------
 
@@ -152,22 +152,6 @@ class Tag(Base):
 # -- helpers -----------------------------------------------------------------------------------
 
 
-@contextmanager
-def selects(engine: Engine) -> Iterator[list[str]]:
-    """The SELECT statements sent while the block runs."""
-    seen: list[str] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
-
-
 def ids(objects: Any) -> list[int]:
     return [o.id for o in objects]
 
@@ -210,7 +194,7 @@ def test_parent_in_identity_map_costs_no_sql(session: Session, engine: Engine) -
     foo7 = session.get(Foo, 7)
     bar.foo_id = 7
     session.flush()
-    with selects(engine) as seen:
+    with statements(engine, "SELECT") as seen:
         assert foo7 is bar.foo
     assert [] == seen
 
@@ -221,7 +205,7 @@ def test_parent_not_loaded_costs_one_select(session: Session, engine: Engine) ->
     assert bar is not None
     bar.foo
     bar.foo_id = 7
-    with selects(engine) as seen:
+    with statements(engine, "SELECT") as seen:
         assert 7 == bar.foo.id  # type: ignore[union-attr]
     assert 1 == len(seen)
 
@@ -362,7 +346,7 @@ def test_flush_clearing_a_foreign_key_is_left_alone(engine: Engine) -> None:
 def test_loading_is_quiet(session: Session, engine: Engine) -> None:
     """Loading rows, also over loaded objects, expires nothing and costs nothing more."""
     bars = session.scalars(select(Bar).options(joinedload(Bar.foo)).order_by(Bar.id)).unique().all()
-    with selects(engine) as seen:
+    with statements(engine, "SELECT") as seen:
         again = session.scalars(
             select(Bar).options(joinedload(Bar.foo)).order_by(Bar.id).execution_options(populate_existing=True)
         ).unique().all()
@@ -459,14 +443,14 @@ def test_pending_object_loads_its_other_relationships_too(session: Session, engi
     node = Node(id=5)
     session.add(node)
     node.parent_id = None
-    with selects(engine) as seen:
+    with statements(engine, "SELECT") as seen:
         assert [] == node.children
     assert 1 == len(seen)
 
 
 def test_construction_is_quiet(session: Session, engine: Engine) -> None:
     """Bar(foo_id=7) has no Session: no SQL, and foo loads only once the row exists, as without the recipe."""
-    with selects(engine) as seen:
+    with statements(engine, "SELECT") as seen:
         bar = Bar(id=10, foo_id=7)
     assert [] == seen
     session.add(bar)

@@ -6,7 +6,6 @@ import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from sqlalchemy.orm import (
 from sqlalchemy_cookbook import UniqueObject
 from sqlalchemy_cookbook import unique as unique_module
 from tests.backends import Backend
+from tests.statements import statements
 
 # --- the models -----------------------------------------------------------------------------
 
@@ -125,21 +125,6 @@ def db(tables: URL) -> Iterator[Engine]:
             conn.execute(table.delete())
     yield engine
     engine.dispose()
-
-
-@contextmanager
-def statements(engine: Engine) -> Iterator[list[str]]:
-    """The SQL statements the engine sends while the block runs."""
-    sent: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 def verbs(sent: list[str]) -> list[str]:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import String, create_engine, event, func, select
@@ -27,6 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from sqlalchemy_cookbook import UniqueObject
 from tests.backends import NAMES, Backend, BackendError
+from tests.statements import statements
 
 WORKERS, CALLS, KEYS = 8, 25, 5
 BULK_SIZES = (10, 100, 1000, 10_000)
@@ -60,20 +60,6 @@ def unique(session: Session, name: str) -> Keyword:
 RECIPES: dict[str, Callable[[Session, str], Keyword]] = {"UniqueObject": unique, "naive": naive}
 
 
-@contextmanager
-def counting(engine: Engine) -> Iterator[list[str]]:
-    sent: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-
 def fresh(engine: Engine) -> None:
     Base.metadata.drop_all(engine)
     Base.metadata.create_all(engine)
@@ -84,10 +70,10 @@ def statement_counts(engine: Engine) -> list[str]:
     lines = []
     with Session(engine) as session:
         session.connection()
-        with counting(engine) as sent:
+        with statements(engine) as sent:
             Keyword.as_unique(session, name="miss")
         lines.append(f"miss (new key): {len(sent)} statements")
-        with counting(engine) as sent:
+        with statements(engine) as sent:
             started = time.perf_counter()
             for _ in range(10_000):
                 Keyword.as_unique(session, name="miss")
@@ -96,17 +82,17 @@ def statement_counts(engine: Engine) -> list[str]:
         session.commit()
     with Session(engine) as session:
         session.connection()
-        with counting(engine) as sent:
+        with statements(engine) as sent:
             Keyword.as_unique(session, name="miss")
         lines.append(f"row exists, not cached: {len(sent)} statement")
         for size in BULK_SIZES:
             rows = [{"name": f"bulk{size}-{i}"} for i in range(size)]
-            with counting(engine) as sent:
+            with statements(engine) as sent:
                 started = time.perf_counter()
                 Keyword.as_unique_all(session, rows)
                 took = time.perf_counter() - started
             lines.append(f"bulk of {size:>6,} new keys: {len(sent)} statements ({took * 1000:.0f} ms)")
-        with counting(engine) as sent:
+        with statements(engine) as sent:
             Keyword.as_unique_all(session, [{"name": f"bulk1000-{i}"} for i in range(1000)])
         lines.append(f"bulk of  1,000 cached keys: {len(sent)} statements")
         session.commit()
@@ -138,7 +124,7 @@ def process_worker(url: str, barrier: Any, results: Any, recipe: str) -> None:
     engine = create_engine(url)
     slow_inserts(engine)
     try:
-        with counting(engine) as sent:
+        with statements(engine) as sent:
             errors = worker(engine, barrier, recipe)
         results.put((sum(s.startswith("INSERT") for s in sent), errors))
     finally:
@@ -156,7 +142,7 @@ def race(engine: Engine, url: URL, how: str, recipe: str) -> str:
             threading.Thread(target=lambda: outcomes.append((0, worker(engine, barrier, recipe))))
             for _ in range(WORKERS)
         ]
-        with counting(engine) as sent:
+        with statements(engine) as sent:
             for thread in threads:
                 thread.start()
             for thread in threads:
