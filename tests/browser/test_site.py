@@ -76,17 +76,41 @@ def assert_clean(watch: Watch) -> None:
 # --- On every page ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", site_pages())
+@pytest.mark.parametrize("name", [n for n in site_pages() if n not in {html_name(p) for p in RECIPES}])
 def test_page_loads_clean_and_local(name: str, watch: Open) -> None:
-    """No console error, no failed request, and nothing fetched from any host but the site's own;
-    a recipe page loads under 250 KB (HTML, CSS, JS, fonts, images, uncompressed, cold cache)."""
+    """No console error, no failed request, and nothing fetched from any host but the site's own."""
     tab = watch()
     response = tab.goto(name)
     assert response is not None and response.status == 200
     assert_clean(tab)
-    if name in {html_name(p) for p in RECIPES}:
-        weight = tab.weight()
-        assert sum(weight.values()) < BUDGET, f"{name} loads {sum(weight.values())} bytes: {weight}"
+
+
+@pytest.mark.parametrize("source", RECIPES, ids=page_id)
+def test_recipe_page_loads_clean_light_and_fits_a_phone(source: Path, watch: Open) -> None:
+    """As every page, clean and local; under 250 KB with all it loads (HTML, CSS, JS, fonts,
+    images, uncompressed, cold cache); and at 375 px wide nothing but code scrolls sideways."""
+    tab = watch()
+    response = tab.goto(html_name(source))
+    assert response is not None and response.status == 200
+    assert_clean(tab)
+    weight = tab.weight()
+    assert sum(weight.values()) < BUDGET, f"{page_id(source)} loads {sum(weight.values())} bytes: {weight}"
+
+    tab.page.set_viewport_size(MOBILE)
+    too_wide = tab.page.evaluate(
+        """() => {
+        const width = document.documentElement.clientWidth;
+        if (document.documentElement.scrollWidth <= width) return [];
+        return [...document.querySelectorAll('article *')]
+          .filter(e => e.getBoundingClientRect().right > width + 1)
+          .filter(e => !e.closest('pre, .highlight, .table-wrapper'))
+          .slice(0, 5)
+          .map(e => e.tagName.toLowerCase() + '.' + [...e.classList].join('.') + ': ' + e.textContent.slice(0, 60));
+        }"""
+    )
+    widths = tab.page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], f"at 375 px the page is {widths[0]} px wide: {too_wide}"
+    assert_clean(tab)
 
 
 def test_the_sidebar_leads_to_every_recipe_and_next_previous_work(watch: Open, server: Server) -> None:
@@ -181,26 +205,6 @@ def test_404_page(watch: Open, server: Server) -> None:
 
 
 # --- On recipe pages -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("source", RECIPES, ids=page_id)
-def test_no_sideways_scroll_on_a_phone(source: Path, watch: Open) -> None:
-    """At 375 px wide, the page fits: only code blocks scroll sideways, inside themselves."""
-    tab = watch(MOBILE)
-    tab.goto(html_name(source))
-    too_wide = tab.page.evaluate(
-        """() => {
-        const width = document.documentElement.clientWidth;
-        if (document.documentElement.scrollWidth <= width) return [];
-        return [...document.querySelectorAll('article *')]
-          .filter(e => e.getBoundingClientRect().right > width + 1)
-          .filter(e => !e.closest('pre, .highlight, .table-wrapper'))
-          .slice(0, 5)
-          .map(e => e.tagName.toLowerCase() + '.' + [...e.classList].join('.') + ': ' + e.textContent.slice(0, 60));
-        }"""
-    )
-    width = tab.page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
-    assert width[0] <= width[1], f"the page is {width[0]} px wide at {width[1]} px: {too_wide}"
 
 
 def _blocks(examples: list[Example]) -> list[list[Example]]:
