@@ -289,8 +289,12 @@ def test_copy_buttons_copy_runnable_code(source: Path, watch: Open, built: Path,
         if _tab_backends(page):
             _choose(page, backend)
             assert {backend} == set(_chosen(page)), f"choosing {backend} did not switch every backend tab-set"
-        first = next(i for i, examples in enumerate(blocks) if examples[0].backend in (None, backend) and shown.nth(i).is_visible())
-        assert copied[first] == _copy(page, first)
+        first = next(
+            (i for i, examples in enumerate(blocks) if examples[0].backend in (None, backend) and shown.nth(i).is_visible()),
+            None,
+        )
+        if first is not None:
+            assert copied[first] == _copy(page, first), f"line {blocks[first][0].line}: the mouse copied other code"
 
     # Paste what runs on SQLite, in page order, into a fresh Python process.
     runs = [i for i, examples in enumerate(blocks) if any(e.runs_on("sqlite") for e in examples)]
