@@ -361,7 +361,8 @@ def render_script(
     head = [
         f"# {title}",
         "#",
-        f"# Every example of {where}, in page order, as one script.",
+        f"# Every example of {where},",
+        "# in page order, as one script.",
         f"# The cookbook's tests run them on SQLite with SQLAlchemy {sqlalchemy.__version__}.",
         "# Lines starting with `#>` are the output the page shows;",
         "# here, SQL logged by echo=True has a timestamp in front.",
