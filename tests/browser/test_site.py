@@ -400,8 +400,11 @@ def test_search_in_a_readers_words(query: str, target: str, watch: Open) -> None
     """What a reader types for the error finds the page in the top three."""
     if recipe(target) is None:
         pytest.skip(f"docs/{target}.md does not exist yet")
-    found = _search(watch(), query)
+    tab = watch()
+    found = _search(tab, query)
     assert f"{target}.html" in found[:3], f"searching {query!r} listed {found[:3]}"
+    tab.settle()  # the result list fetches each page's text for its summary
+    assert_clean(tab)
 
 
 @pytest.fixture(scope="session")
