@@ -160,10 +160,16 @@ class UniqueObject:
         :param values: the key's values, and values for a new object's other columns.
         :type values: ~typing.Any
         :returns: the persistent object for the key.
-        :raises TypeError: a key attribute is missing from ``values``.
+        :raises TypeError: a key attribute is missing from ``values``, or, when the object has
+            to be created, the class's constructor refuses one of them.
         :raises ValueError: a key value is ``None`` (a unique constraint does not compare NULLs).
         :raises sqlalchemy.exc.ArgumentError: the class has no usable unique key, or a
             relationship was given.
+        :raises sqlalchemy.exc.IntegrityError: a new row clashes with another unique constraint
+            of the table (PostgreSQL, SQLite).
+        :raises sqlalchemy.exc.InvalidRequestError: the same clash on MariaDB, whose conflict
+            clause covers every unique key; or, with autoflush off, the key's object is marked
+            for deletion in this session and not flushed yet.
         """
         return _resolve(session, cls, [values])[0]
 
@@ -190,12 +196,13 @@ class UniqueObject:
         True
         ['python', 'sql']
 
+        It raises the same errors as :meth:`as_unique`.
+
         :param session: the session the objects belong to.
         :type session: ~sqlalchemy.orm.Session
         :param rows: one mapping of values per object, as :meth:`as_unique` takes them.
         :type rows: ~collections.abc.Iterable[~collections.abc.Mapping[str, ~typing.Any]]
         :returns: the persistent objects, one per item of ``rows``.
-        :raises TypeError: see :meth:`as_unique`, which raises the same errors.
         """
         return _resolve(session, cls, list(rows))
 
