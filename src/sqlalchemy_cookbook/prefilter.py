@@ -67,7 +67,7 @@ class PreFilteredQuery:
         ``WHERE`` criteria, typically a lambda: ``lambda cls: cls.deleted_at.is_(None)``.
         SQLAlchemy calls it once per class and caches what it returns with the compiled
         statement, so it must not read anything that changes between calls: a value that
-        depends on the session (a tenant) goes in as ``bindparam("tenant_id")``, and `params`
+        depends on the session (a tenant) goes in as ``bindparam("tenant_id")``, and ``params``
         supplies it.
     :type criteria: ~collections.abc.Callable[[type], ~sqlalchemy.sql.expression.ColumnElement[bool]]
     :param opt_out: the name of the execution option that turns the criteria off for one
@@ -138,7 +138,7 @@ class PreFilteredQuery:
         return f"<PreFilteredQuery {self.entity.__qualname__} opt_out={self.opt_out!r}>"
 
     def install(self, target: Any) -> Self:
-        """Apply the criteria in every session that `target` makes or is.
+        """Apply the criteria in every session that ``target`` makes or is.
 
         :param target: a :class:`~sqlalchemy.orm.sessionmaker`, a
             :class:`~sqlalchemy.orm.scoped_session`, a :class:`~sqlalchemy.orm.Session`
@@ -151,7 +151,7 @@ class PreFilteredQuery:
         return self
 
     def uninstall(self, target: Any) -> None:
-        """Stop applying the criteria in the sessions of `target` (the one given to :meth:`install`)."""
+        """Stop applying the criteria in the sessions of ``target`` (the one given to :meth:`install`)."""
         event.remove(target, "do_orm_execute", self._on_execute)
 
     def _on_execute(self, state: ORMExecuteState) -> Result[Any] | None:
