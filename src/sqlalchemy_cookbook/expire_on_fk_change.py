@@ -231,11 +231,12 @@ class ExpireRelationshipOnFKChange:
     **Cost.**
     A set on an object outside a session costs one function call; on an object in a session,
     a few dictionary lookups per relationship, plus the expiring.
-    ``make bench ONLY=expire_on_fk_change`` measures it against the same sets without the
-    recipe.
+    In the cookbook's repository, ``make bench ONLY=expire_on_fk_change`` measures it against
+    the same sets without the recipe.
 
-    :param target: the registry to watch.  Call :meth:`install` rather than the class: it also
-        makes sure that a registry is watched once.
+    :param target: the registry to watch.  Call :meth:`install`, not the class: an instance
+        made directly is not registered for the registry and does not take in its classes as
+        they are mapped, and :meth:`install` also makes sure that a registry is watched once.
     :type target: ~sqlalchemy.orm.registry
     """
 
