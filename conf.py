@@ -24,6 +24,7 @@ extensions = [
     "sqlalchemy_cookbook._site",
     "sqlalchemy_cookbook._recipe_script",
     "sqlalchemy_cookbook._design_css",
+    "sqlalchemy_cookbook._runner",
 ]
 
 # Warnings are errors (`-W -n`); nothing is ignored.

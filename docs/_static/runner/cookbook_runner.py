@@ -1,0 +1,349 @@
+"""Runs a recipe page's examples in the reader's browser (Pyodide), as the cookbook's tests run them.
+
+The page's worker (``worker.mjs``) imports this module and calls :func:`start` for a fresh page,
+then :func:`run_block` for each block, in page order.  What the tests do, this does too:
+
+- one namespace per page; every example runs in the page's own empty directory;
+- a ``>>>`` example is compiled in ``"single"`` mode with ``__name__`` set to ``"__test__"`` (as
+  Sybil's doctest evaluator does) and its output compared with what the page shows, as doctest
+  compares it with ``ELLIPSIS`` (and Sybil's rule that trailing whitespace does not count); an
+  expected exception is compared by its last line(s), as doctest does;
+- any other block is executed as a whole and what it prints is shown, not checked;
+- warnings are errors (``filterwarnings = error`` in pytest's settings);
+- the SQL that ``echo=True`` logs is printed without a timestamp, as the harness prints it.
+
+A block the reader has edited runs as pasted at Python's prompt: statement after statement, each
+expression's value echoed, an exception's traceback printed before the next statement runs.
+Nothing here imports anything from the site: it is plain Python 3, the same on CPython.
+"""
+
+from __future__ import annotations
+
+import __future__
+import ast
+import gc
+import io
+import json
+import linecache
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from typing import Any
+
+ELLIPSIS = "..."
+BLANKLINE = "<BLANKLINE>"
+_DIRECTIVE = re.compile(r"#\s*doctest:\s*([^\n'\"]*)$", re.M)
+_TRAILING_SPACE = re.compile(r"[ \t]+$", re.M)
+_SPACE_BEFORE_ELLIPSIS = re.compile(r"[ \t]+(?=\.\.\.$)", re.M)
+
+
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each log message alone to whatever ``sys.stdout`` is at the time (as the harness)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+_engine_logger = logging.getLogger("sqlalchemy.engine.Engine")
+if not any(isinstance(h, _StdoutHandler) for h in _engine_logger.handlers):
+    _engine_logger.addHandler(_StdoutHandler())
+
+
+# --- Comparing output as doctest (with Sybil's whitespace rule) does ---------------------------
+
+
+def _ellipsis_match(want: str, got: str) -> bool:
+    if ELLIPSIS not in want:
+        return want == got
+    pieces = want.split(ELLIPSIS)
+    start, end = 0, len(got)
+    first, last = pieces[0], pieces[-1]
+    if first:
+        if not got.startswith(first):
+            return False
+        start = len(first)
+        pieces = pieces[1:]
+    if last:
+        if not got.endswith(last):
+            return False
+        end -= len(last)
+        pieces = pieces[:-1]
+    if start > end:
+        return False
+    for piece in pieces:
+        start = got.find(piece, start, end)
+        if start < 0:
+            return False
+        start += len(piece)
+    return True
+
+
+def output_matches(want: str, got: str, flags: frozenset[str] = frozenset({"ELLIPSIS"})) -> bool:
+    """doctest's ``OutputChecker.check_output``, after Sybil drops trailing whitespace."""
+    want = _TRAILING_SPACE.sub("", want)
+    got = _TRAILING_SPACE.sub("", got)
+    if "ELLIPSIS" in flags:
+        want = _SPACE_BEFORE_ELLIPSIS.sub("", want)
+    if got == want:
+        return True
+    if (got, want) in (("True\n", "1\n"), ("False\n", "0\n")):
+        return True
+    want = re.sub(rf"(?m)^{re.escape(BLANKLINE)}\s*?$", "", want)
+    got = re.sub(r"(?m)^[^\S\n]+$", "", got)
+    if got == want:
+        return True
+    if "NORMALIZE_WHITESPACE" in flags:
+        got = " ".join(got.split())
+        want = " ".join(want.split())
+        if got == want:
+            return True
+    return "ELLIPSIS" in flags and _ellipsis_match(want, got)
+
+
+def _flags(source: str) -> frozenset[str]:
+    flags = {"ELLIPSIS"}
+    for match in _DIRECTIVE.finditer(source):
+        for option in match.group(1).replace(",", " ").split():
+            if option[:1] == "+":
+                flags.add(option[1:])
+            elif option[:1] == "-":
+                flags.discard(option[1:])
+    return frozenset(flags)
+
+
+# --- One page ------------------------------------------------------------------------------------
+
+
+class Page:
+    """The state of one page: its namespace, its directory and the engines its examples made."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.namespace: dict[str, Any] = {}
+        self.cwd = tempfile.mkdtemp(prefix="cookbook-page-")
+        self.engines: list[Any] = []
+        self.lines: list[str] = []
+        linecache.cache.pop(self.name, None)
+
+    # Tracebacks point at the page's own lines: the examples are compiled under the page's name,
+    # padded to their line, and linecache knows the code at those lines.
+    def _register(self, line: int, source: str) -> None:
+        needed = line - 1 + source.count("\n") + 1
+        if len(self.lines) < needed:
+            self.lines.extend("\n" for _ in range(needed - len(self.lines)))
+        for offset, text in enumerate(source.split("\n")):
+            self.lines[line - 1 + offset] = text + "\n"
+        linecache.cache[self.name] = (sum(map(len, self.lines)), None, self.lines, self.name)
+
+    def _compile(self, source: str, line: int, mode: str, flags: int) -> Any:
+        self._register(line, source)
+        return compile("\n" * (line - 1) + source, self.name, mode, flags, dont_inherit=True)
+
+    def _future_flags(self) -> int:
+        flags = 0
+        for name in __future__.all_feature_names:
+            feature = self.namespace.get(name)
+            if feature is getattr(__future__, name):
+                flags |= feature.compiler_flag
+        return flags
+
+    def _execute(self, code: Any, doctest_name: bool) -> tuple[str, str, BaseException | None]:
+        """Run compiled code in the page; return (stdout, stderr, exception or None)."""
+        out, err = io.StringIO(), io.StringIO()
+        saved = sys.stdout, sys.stderr, sys.displayhook
+        added_name = doctest_name and "__name__" not in self.namespace
+        if added_name:
+            self.namespace["__name__"] = "__test__"
+        before = os.getcwd()
+        os.chdir(self.cwd)
+        sys.stdout, sys.stderr, sys.displayhook = out, err, sys.__displayhook__
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                exec(code, self.namespace)
+        except BaseException as exc:  # noqa: BLE001 - the reader sees it
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                return out.getvalue(), err.getvalue(), exc
+            return out.getvalue(), err.getvalue(), exc
+        finally:
+            sys.stdout, sys.stderr, sys.displayhook = saved
+            os.chdir(before)
+            if added_name:
+                self.namespace.pop("__name__", None)
+            if not doctest_name:
+                self.namespace.pop("__builtins__", None)
+        return out.getvalue(), err.getvalue(), None
+
+    @staticmethod
+    def _traceback(exc: BaseException) -> str:
+        tb = exc.__traceback__
+        if tb is not None:
+            tb = tb.tb_next  # the frame of this runner is not the reader's business
+        return "".join(traceback.format_exception(type(exc), exc, tb))
+
+    def doctest(self, example: dict[str, Any]) -> dict[str, Any]:
+        source: str = example["source"]
+        flags = _flags(source)
+        try:
+            code = self._compile(source, example["line"], "single", self._future_flags())
+        except SyntaxError as exc:
+            out, err, raised = "", "", exc
+        else:
+            out, err, raised = self._execute(code, doctest_name=True)
+        result: dict[str, Any] = {"output": out, "stderr": err}
+        want: str = example["want"]
+        exc_msg: str | None = example["exc_msg"]
+        if raised is None:
+            result["status"] = "match" if exc_msg is None and output_matches(want, out, flags) else "differ"
+            return result
+        formatted = traceback.format_exception_only(type(raised), raised)
+        if isinstance(raised, SyntaxError):
+            formatted = [line for line in formatted if not line.startswith(" ")]  # as doctest does
+        result["exception"] = formatted[-1]
+        result["traceback"] = self._traceback(raised)
+        matched = exc_msg is not None and output_matches(exc_msg, formatted[-1], flags)
+        result["status"] = "match" if matched else "differ"
+        return result
+
+    def code(self, example: dict[str, Any]) -> dict[str, Any]:
+        try:
+            # A block's line is its fence's (or its `% invisible-code-block` line's); the code follows.
+            compiled = self._compile(example["source"], example["line"] + 1, "exec", 0)
+        except SyntaxError as exc:
+            out, err, raised = "", "", exc
+        else:
+            out, err, raised = self._execute(compiled, doctest_name=False)
+        result: dict[str, Any] = {"output": out, "stderr": err, "status": "ran"}
+        if raised is not None:
+            result.update(status="error", exception=traceback.format_exception_only(type(raised), raised)[-1])
+            result["traceback"] = self._traceback(raised)
+        return result
+
+    def edited(self, source: str, line: int) -> list[dict[str, Any]]:
+        """A block as the reader changed it: each statement as typed at Python's prompt."""
+        self.lines = []  # the page's own lines no longer describe this code
+        try:
+            tree = ast.parse(source)
+        except SyntaxError as exc:
+            return [{"line": line, "source": source, "status": "error", "output": "", "stderr": "",
+                     "exception": traceback.format_exception_only(type(exc), exc)[-1],
+                     "traceback": "".join(traceback.format_exception_only(type(exc), exc))}]
+        results = []
+        source_lines = source.split("\n")
+        for statement in tree.body:
+            end = statement.end_lineno or statement.lineno
+            first = statement.lineno
+            if hasattr(statement, "decorator_list") and statement.decorator_list:  # type: ignore[attr-defined]
+                first = min(d.lineno for d in statement.decorator_list)  # type: ignore[attr-defined]
+            text = "\n".join(source_lines[first - 1 : end])
+            self._register(line + first - 1, text)
+            module = ast.Interactive(body=[statement])
+            ast.increment_lineno(module, line - 1)
+            code = compile(module, self.name, "single", self._future_flags(), dont_inherit=True)
+            out, err, raised = self._execute(code, doctest_name=True)
+            result: dict[str, Any] = {"line": line + first - 1, "source": text, "output": out, "stderr": err, "status": "edited"}
+            if raised is not None:
+                result["exception"] = traceback.format_exception_only(type(raised), raised)[-1]
+                result["traceback"] = self._traceback(raised)
+            results.append(result)
+        return results
+
+    def close(self) -> None:
+        try:
+            from sqlalchemy.orm import close_all_sessions
+
+            close_all_sessions()
+        except Exception:  # noqa: BLE001 - the page's objects may be in any state
+            pass
+        self.namespace.clear()
+        gc.collect()
+        for engine in self.engines:
+            try:
+                engine.dispose()
+            except Exception:  # noqa: BLE001
+                pass
+        shutil.rmtree(self.cwd, ignore_errors=True)
+        linecache.cache.pop(self.name, None)
+
+
+_page: Page | None = None
+_real_create_engine: Any = None
+
+
+def _track_engines() -> None:
+    """Remember every engine a page makes, so a fresh start can dispose of them (as the harness)."""
+    global _real_create_engine
+    import sqlalchemy
+    import sqlalchemy.engine
+
+    if _real_create_engine is not None:
+        return
+    _real_create_engine = sqlalchemy.create_engine
+
+    def create_engine(url: Any, **kwargs: Any) -> Any:
+        engine = _real_create_engine(url, **kwargs)
+        if _page is not None:
+            _page.engines.append(engine)
+        return engine
+
+    sqlalchemy.create_engine = create_engine  # type: ignore[assignment]
+    sqlalchemy.engine.create_engine = create_engine  # type: ignore[assignment]
+
+
+def start(name: str) -> None:
+    """Forget the previous run (its objects, engines and files) and start the page afresh."""
+    global _page
+    _track_engines()
+    if _page is not None:
+        _page.close()
+    _page = Page(name)
+
+
+def run_block(request: str) -> str:
+    """Run one block (JSON: its examples, or the reader's edited code); return the results as JSON."""
+    block = json.loads(request)
+    if _page is None:
+        start(block.get("page", "page"))
+    assert _page is not None
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    if block.get("edited") is not None:
+        first = block["examples"][0] if block["examples"] else {"line": 0, "kind": "code"}
+        results = _page.edited(block["edited"], first["line"] + (first["kind"] == "code"))
+    else:
+        for example in block["examples"]:
+            if example.get("skip"):
+                results.append({"line": example["line"], "status": "skipped", "reason": example["skip"], "output": ""})
+                continue
+            run = _page.doctest if example["kind"] == "doctest" else _page.code
+            result = run(example)
+            result["line"] = example["line"]
+            results.append(result)
+    return json.dumps({"block": block["block"], "results": results, "seconds": time.perf_counter() - started})
+
+
+def versions() -> str:
+    import sqlite3
+
+    import sqlalchemy
+
+    return json.dumps({
+        "python": sys.version.split()[0],
+        "sqlalchemy": sqlalchemy.__version__,
+        "sqlite": sqlite3.sqlite_version,
+    })
