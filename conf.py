@@ -23,7 +23,7 @@ extensions = [
     "notfound.extension",
     "sqlalchemy_cookbook._site",
     "sqlalchemy_cookbook._recipe_script",
-    "sqlalchemy_cookbook._design_css",
+    "sqlalchemy_cookbook._trim_css",
     "sqlalchemy_cookbook._runner",
 ]
 

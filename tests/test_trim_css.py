@@ -1,6 +1,6 @@
-"""The trimmed sphinx-design stylesheet keeps what the site's pages use, and only that."""
+"""A trimmed stylesheet keeps the rules the site's pages can use, and only those."""
 
-from sqlalchemy_cookbook._design_css import trim
+from sqlalchemy_cookbook._trim_css import trim
 
 CSS = (
     ":root{--sd-color-primary:#0071bc}"
@@ -32,3 +32,23 @@ def test_keeps_every_rule_when_every_class_is_used() -> None:
     used = {"sd-tab-set", "sd-tab-label", "sd-tab-content", "sd-card", "sd-x"}
     unused = "@keyframes sd-spin{0%{rotate:0}}"
     assert sorted(CSS.replace(unused, "")) == sorted(trim(CSS, used))
+
+
+PYGMENTS = (
+    ".highlight pre { line-height: 125%; }\n"
+    ".highlight .k { color: #8045E5 } /* Keyword */\n"
+    ".highlight .nt { color: #00749C } /* Name.Tag */\n"
+    "@media not print {\n"
+    'body[data-theme="dark"] .highlight .k { color: #6EBF26 } /* Keyword */\n'
+    'body[data-theme="dark"] .highlight .nt { color: #6EBF26 } /* Name.Tag */\n'
+    "}\n"
+)
+
+
+def test_comments_whitespace_and_attribute_values_are_no_obstacle() -> None:
+    """A Pygments stylesheet as furo writes it: the unused token's rules go, light and dark."""
+    assert (
+        ".highlight pre{ line-height: 125%; }"
+        ".highlight .k{ color: #8045E5 }"
+        '@media not print{body[data-theme="dark"] .highlight .k{ color: #6EBF26 }}'
+    ) == trim(PYGMENTS, {"highlight", "k"})
