@@ -139,9 +139,10 @@ class UniqueObject:
 
         ``values`` must include every attribute of the key; the others are used only when
         the object has to be created, and passed to the class's constructor.
-        Costs no SQL when the session already holds the object, one SELECT when the row
-        exists, and a SELECT plus an INSERT when it does not (one more SELECT when another
-        transaction inserted the same key in between).
+        Costs no SQL when this session got the object from :meth:`as_unique` or
+        :meth:`as_unique_all` earlier in the same transaction (the cache), one SELECT when
+        the row exists, and a SELECT plus an INSERT when it does not (one more SELECT when
+        another transaction inserted the same key in between).
 
         >>> with Session(engine) as session:
         ...     python = Keyword.as_unique(session, name="python")
@@ -179,8 +180,8 @@ class UniqueObject:
 
         Each item of ``rows`` holds the values :meth:`as_unique` would take as keyword
         arguments.
-        Whatever the number of keys, this costs at most one SELECT for those the session
-        does not hold and one INSERT for those the database does not have (plus one SELECT
+        Whatever the number of keys, this costs at most one SELECT for those not in the
+        session's cache and one INSERT for those the database does not have (plus one SELECT
         for any that another transaction inserted in between), until the database's limit of
         parameters per statement splits them.
         The same key asked for twice gives the same object twice.
