@@ -126,8 +126,9 @@ class UniqueObject:
     * The cache compares key values in Python: on a case-insensitive collation, ``"PY"`` and
       ``"py"`` are two cache entries for one row (the database still finds the row, at the
       cost of a SELECT each); normalise keys, for instance lower-case them, to avoid that.
-    * The row is written by an INSERT statement, not by the unit of work, so mapper
-      ``before_insert``/``after_insert`` events do not run for it
+    * The row is written by an INSERT statement, not by the unit of work, so the mapper
+      events :meth:`~sqlalchemy.orm.MapperEvents.before_insert` and
+      :meth:`~sqlalchemy.orm.MapperEvents.after_insert` do not run for it
       (except with the savepoint fallback).
     """
 
