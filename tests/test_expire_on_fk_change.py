@@ -772,3 +772,11 @@ def test_remove_restores_the_plain_behaviour(engine: Engine) -> None:
         cap.pen_id = 2
         assert 1 == cap.pen.id  # type: ignore[union-attr]
     assert installed is not ExpireRelationshipOnFKChange.install(RemovedBase)
+
+
+def test_the_class_is_not_called_directly() -> None:
+    """An instance made without install() would silently watch nothing: it is refused, naming install()."""
+    from sqlalchemy.orm import registry
+
+    with pytest.raises(TypeError, match=r"ExpireRelationshipOnFKChange.install\(Base\)"):
+        ExpireRelationshipOnFKChange(registry())

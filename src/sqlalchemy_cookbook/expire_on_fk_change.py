@@ -234,13 +234,17 @@ class ExpireRelationshipOnFKChange:
     In the cookbook's repository, ``make bench ONLY=expire_on_fk_change`` measures it against
     the same sets without the recipe.
 
-    :param target: the registry to watch.  Call :meth:`install`, not the class: an instance
-        made directly is not registered for the registry and does not take in its classes as
-        they are mapped, and :meth:`install` also makes sure that a registry is watched once.
-    :type target: ~sqlalchemy.orm.registry
+    Make one with :meth:`install`; calling the class directly raises :exc:`TypeError`, since
+    an instance that :meth:`install` did not register would not take in classes as they are
+    mapped.
     """
 
-    def __init__(self, target: registry) -> None:
+    def __init__(self, target: registry, *, _token: object = None) -> None:
+        if _token is not _INSTALL_TOKEN:
+            raise TypeError(
+                "ExpireRelationshipOnFKChange is set up with "
+                "ExpireRelationshipOnFKChange.install(Base) (a declarative base or a registry)"
+            )
         self._registry = target
         self._seen: set[RelationshipProperty[Any]] = set()
         self._many_to_ones: list[_Link] = []
@@ -271,7 +275,7 @@ class ExpireRelationshipOnFKChange:
         if installed is not None:
             return installed
         _listen_globally()
-        installed = cls(found)
+        installed = cls(found, _token=_INSTALL_TOKEN)
         _INSTALLED[found] = installed
         installed._scan()
         return installed
@@ -529,6 +533,8 @@ _INSTALLED: "weakref.WeakKeyDictionary[registry, ExpireRelationshipOnFKChange]" 
     weakref.WeakKeyDictionary()
 )
 _listening = False
+# Only install() may construct an instance: see the class docstring.
+_INSTALL_TOKEN = object()
 
 
 def _listen_globally() -> None:
