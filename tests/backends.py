@@ -29,7 +29,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 
-NAMES = ("sqlite", "postgresql", "mariadb")
+from sqlalchemy_cookbook._tabs import BACKENDS as NAMES
+
 DEFAULT_URLS = {
     "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
     "mariadb": "mariadb+pymysql://root@127.0.0.1:3306/test",

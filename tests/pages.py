@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import doctest
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -31,7 +30,8 @@ from sybil.document import PythonDocStringDocument
 from sybil.integration.pytest import pytest_integration
 from sybil.parsers import myst, rest
 
-from tests.backends import NAMES, Backend
+from sqlalchemy_cookbook._tabs import backend_tabs
+from tests.backends import Backend
 from tests.plugin import BackendPlugin, register
 
 DOCTEST_FLAGS = doctest.ELLIPSIS
@@ -115,45 +115,6 @@ class OnlyOn:
     def __call__(self, example: Example) -> None:
         # Reported at the page and line of the block, not at this file.
         raise pytest.skip.Exception(self.reason, _use_item_location=True)
-
-
-# sphinx-design tabs written with colon fences, e.g.
-#   :::{tab-item} PostgreSQL
-#   :sync: postgresql
-_TAB_OPEN = re.compile(r"^(?P<fence>:{3,})\{tab-item\}[^\n]*\n(?P<options>(?:[ \t]*:[\w-]+:[^\n]*\n)*)", re.M)
-_SYNC = re.compile(r":sync:[ \t]*(\S+)")
-_GROUP = re.compile(r":sync-group:[ \t]*(\S+)")
-_TABSET_OPEN = re.compile(r"^(?P<fence>:{3,})\{tab-set\}[^\n]*\n(?P<options>(?:[ \t]*:[\w-]+:[^\n]*\n)*)", re.M)
-
-
-def backend_tabs(text: str, path: str) -> list[tuple[int, int, str]]:
-    """(start, end, backend) for every backend tab-item in a page."""
-    tabs = []
-    group_ranges = []
-    for m in _TABSET_OPEN.finditer(text):
-        group = _GROUP.search(m.group("options"))
-        if group and group.group(1) == "backend":
-            end = _closing(text, m)
-            group_ranges.append((m.start(), end))
-    for m in _TAB_OPEN.finditer(text):
-        sync = _SYNC.search(m.group("options"))
-        in_group = any(s <= m.start() < e for s, e in group_ranges)
-        name = sync.group(1) if sync else None
-        if name in NAMES:
-            tabs.append((m.start(), _closing(text, m), name))
-        elif in_group:
-            line = text.count("\n", 0, m.start()) + 1
-            raise ValueError(
-                f"{path}, line {line}: a tab in a backend tab-set needs ':sync:' set to one of "
-                f"{', '.join(NAMES)}; found {name!r}"
-            )
-    return tabs
-
-
-def _closing(text: str, opening: re.Match[str]) -> int:
-    fence = opening.group("fence")
-    closing = re.compile(rf"^{fence}[ \t]*$", re.M).search(text, opening.end())
-    return closing.end() if closing else len(text)
 
 
 class BackendAware:

@@ -39,6 +39,8 @@ from sphinx.writers.html5 import HTML5Translator
 from sybil import Document
 from sybil.parsers import myst
 
+from sqlalchemy_cookbook._tabs import backend_tabs
+
 logger = logging.getLogger(__name__)
 
 #: Where the scripts go in the HTML output.
@@ -86,42 +88,6 @@ class Example:
     def runs_on(self, backend: str) -> bool:
         """Whether the harness runs this example when it runs the page on ``backend``."""
         return self.skip is None and self.backend in (None, backend)
-
-
-_TAB_OPEN = re.compile(r"^(?P<fence>:{3,})\{tab-item\}[^\n]*\n(?P<options>(?:[ \t]*:[\w-]+:[^\n]*\n)*)", re.M)
-_TABSET_OPEN = re.compile(r"^(?P<fence>:{3,})\{tab-set\}[^\n]*\n(?P<options>(?:[ \t]*:[\w-]+:[^\n]*\n)*)", re.M)
-_SYNC = re.compile(r":sync:[ \t]*(\S+)")
-_GROUP = re.compile(r":sync-group:[ \t]*(\S+)")
-BACKENDS = ("sqlite", "postgresql", "mariadb")
-
-
-def backend_tabs(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, backend) of every backend tab on a page: the harness's rule.
-
-    A sphinx-design ``tab-item`` counts when its ``:sync:`` names a backend; any other tab of a
-    ``:sync-group: backend`` tab-set is an error (the harness refuses it too).
-    """
-
-    def closing(opening: re.Match[str]) -> int:
-        fence = opening.group("fence")
-        found = re.compile(rf"^{fence}[ \t]*$", re.M).search(text, opening.end())
-        return found.end() if found else len(text)
-
-    groups = []
-    for m in _TABSET_OPEN.finditer(text):
-        group = _GROUP.search(m.group("options"))
-        if group and group.group(1) == "backend":
-            groups.append((m.start(), closing(m)))
-    tabs = []
-    for m in _TAB_OPEN.finditer(text):
-        sync = _SYNC.search(m.group("options"))
-        name = sync.group(1) if sync else None
-        if name in BACKENDS:
-            tabs.append((m.start(), closing(m), cast(str, name)))
-        elif any(s <= m.start() < e for s, e in groups):
-            line = text.count("\n", 0, m.start()) + 1
-            raise ValueError(f"line {line}: a tab in a backend tab-set needs ':sync:' set to one of {', '.join(BACKENDS)}")
-    return tabs
 
 
 def _skip_reason(raw: str | None) -> str:
