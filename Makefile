@@ -7,6 +7,8 @@
 #   make html     the strict build alone, into _build/html
 #   make screenshots   PNGs of a recipe page (light, dark, 375 px) in _build/screenshots; PAGE=group/page picks one
 #   make inventories   refresh the pinned intersphinx inventories in docs/_inventories
+#   make pyodide  fetch the Python the pages' Run uses in the browser (Pyodide from npm, SQLAlchemy's
+#                 wheel from PyPI) into docs/_pyodide/dist; html, serve and test run it (a no-op when done)
 #   make clean    remove build output (keeps .venv)
 
 PYTHON ?= python3
@@ -18,15 +20,15 @@ PORT ?= 8000
 SPHINX_ARGS := -c . docs
 STRICT := -W -n --keep-going -q
 
-.PHONY: serve html test bench inventories clean screenshots
+.PHONY: serve html test bench inventories clean screenshots pyodide
 
-serve: $(VENV)/.installed
+serve: $(VENV)/.installed pyodide
 	$(PY) -m sphinx_autobuild $(SPHINX_ARGS) _build/html -n --host $(HOST) --port $(PORT) --watch src --watch conf.py
 
-html: $(VENV)/.installed
+html: $(VENV)/.installed pyodide
 	$(PY) -m sphinx $(STRICT) -b html $(SPHINX_ARGS) _build/html
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed pyodide
 	COOKBOOK_BACKENDS="$(BACKENDS)" $(PY) -m pytest
 	$(PY) -m mypy
 	$(PY) -m sphinx $(STRICT) -E -b html $(SPHINX_ARGS) _build/html
@@ -37,6 +39,9 @@ bench: $(VENV)/.installed
 
 screenshots: $(VENV)/.installed
 	$(PY) -m tests.browser.screenshots $(PAGE)
+
+pyodide: $(VENV)/.installed
+	$(PY) -m sqlalchemy_cookbook._pyodide_assets
 
 inventories: $(VENV)/.installed
 	$(PY) docs/_inventories/refresh.py

@@ -326,8 +326,10 @@ def fetch(root: Path, *, force: bool = False, compile_bytecode: bool | None = No
                 wheels[name] = Path(shutil.copy(compiled[name], staging / compiled[name].name))
             write_lock(staging, PYODIDE_INFO, wheels, versions)
             print(f"pyodide: {count} modules compiled", flush=True)
+        elif shutil.which("node") is None:
+            print("pyodide: node is not installed: the wheels stay source-only (Run starts about twice as slow)")
         else:
-            print("pyodide: node is not installed: the wheels stay source-only (the browser starts slower)")
+            print("pyodide: --no-compile: the wheels stay source-only (Run starts about twice as slow)")
         files = sorted(p.name for p in staging.iterdir())
         (staging / MANIFEST).write_text(json.dumps({**wanted, "files": files}, indent=1) + "\n")
         if dist.exists():

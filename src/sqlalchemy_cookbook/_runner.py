@@ -168,6 +168,7 @@ def visit_runner_data_html(self: HTML5Translator, node: runner_data) -> None:
         "pyodide": relative_uri(page, f"{_assets.folder}/") if _assets is not None else None,
         "versions": {"pyodide": PYODIDE_VERSION, "sqlalchemy": sqlalchemy.__version__},
         "hashes": _hashes,
+        "megabytes": _assets.megabytes if _assets is not None else 0,
         "blocks": node["blocks"],
     }
     self.body.append(f'<script type="application/json" id="cookbook-runner">{_json_for_html(settings)}</script>\n')
@@ -321,6 +322,12 @@ class Assets:
             "unvendored_tests": False,
         }
         return cls(source, folder, wheel_name, wheel, json.dumps(lock, indent=1) + "\n")
+
+    @property
+    def megabytes(self) -> int:
+        """What a reader's first Run downloads, rounded to whole megabytes."""
+        fetched = [p for p in self.source.iterdir() if p.is_file() and p.name != "manifest.json"]
+        return round((sum(p.stat().st_size for p in fetched) + len(self.wheel)) / 1e6)
 
     @property
     def lock_hash(self) -> str:

@@ -200,6 +200,7 @@ def test_edit_a_block_and_run_it_again(watch: Open) -> None:
     bar.locator(".cookbook-edit-button").click()
     editor = page.locator("textarea.cookbook-editor")
     editor.wait_for()
+    assert not page.locator("div.highlight-python").nth(second).is_visible(), "the page's code still shows beside the editor"
     assert ">>>" not in editor.input_value(), "the editor holds code, without prompts"
     editor.fill('print("edited", 6 * 7)\nsorted(k for k in globals() if k[0].isupper())[:3]\n1 / 0\n"after the error"\n')
     _run(page, second)
@@ -215,6 +216,7 @@ def test_edit_a_block_and_run_it_again(watch: Open) -> None:
 
     bar.locator(".cookbook-edit-button").click()  # Undo edits
     assert 0 == page.locator("textarea.cookbook-editor").count()
+    assert page.locator("div.highlight-python").nth(second).is_visible()
     status = _run(page, second)
     assert status.startswith(("Ran", "Output as the page shows")), status
     assert [] == tab.problems
@@ -333,3 +335,83 @@ def test_threads_and_server_tabs_are_not_offered() -> None:
 def test_unavailable(source: str, reason: str | None) -> None:
     why = unavailable(source)
     assert (why is None) if reason is None else (why is not None and reason in why)
+
+
+# --- The browser's runner, on this Python ----------------------------------------------------------
+
+RUNNER_PY = Path(__file__).resolve().parents[2] / "docs" / "_static" / "runner" / "cookbook_runner.py"
+
+_ON_CPYTHON = r"""
+import json, sys
+from dataclasses import asdict
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import cookbook_runner
+from sqlalchemy_cookbook._recipe_script import page_examples
+from sqlalchemy_cookbook._runner import runner_blocks
+
+report = {}
+for path in sys.argv[2:]:
+    _, runs = runner_blocks(page_examples(path))
+    cookbook_runner.start(Path(path).name)
+    for block in runs:
+        result = json.loads(cookbook_runner.run_block(json.dumps(block)))
+        for example, got in zip(block["examples"], result["results"]):
+            report[f"{path}:{example['line']}"] = got["status"]
+print(json.dumps(report))
+"""
+
+
+def test_the_runner_agrees_with_sybil_on_this_python(tmp_path: Path) -> None:
+    """cookbook_runner.py is plain Python: on the server's CPython, in a fresh process, every
+    example of every recipe page passes its own check there as it passes Sybil's."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _ON_CPYTHON, str(RUNNER_PY.parent), *map(str, RECIPES)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert 0 == done.returncode, done.stderr[-3000:]
+    statuses = json.loads(done.stdout.strip().splitlines()[-1])
+    assert statuses
+    assert {} == {where: status for where, status in statuses.items() if status not in ("match", "ran", "skipped")}
+
+
+def _runner_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cookbook_runner_under_test", RUNNER_PY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("want", "got"),
+    [
+        ("['Ada']\n", "['Ada']\n"),
+        ("['Ada']\n", "['Ada', 'Grace']\n"),
+        ("BEGIN (implicit)\n[...] ('x',)\n", "BEGIN (implicit)\n[generated in 0.00012s] ('x',)\n"),
+        ("a  \nb\n", "a\nb   \n"),
+        ("a ...\n", "a\n"),
+        ("<BLANKLINE>\nx\n", "\nx\n"),
+        ("1\n", "True\n"),
+        ("x\n...\n", "x\n"),
+        ("...", "anything"),
+    ],
+)
+def test_the_runners_comparison_is_sybils(want: str, got: str) -> None:
+    runner = _runner_module()
+    assert _checker.check_output(want, got, DOCTEST_FLAGS) == runner.output_matches(want, got)
+
+
+def test_a_difference_names_the_line_and_both_outputs() -> None:
+    example = dataclasses.replace(_example(40, 1, "session.scalars(select(User.name)).all()\n", kind="doctest"), want="['Ada']\n")
+    result = {"got": "['Ada', 'Grace']\n", "exception": None, "traceback": ""}
+    problem = expectation_problem(example, result)
+    assert problem is not None and problem.startswith("line 40:") and "['Ada', 'Grace']" in problem
+    assert expectation_problem(example, {**result, "got": "['Ada']\n"}) is None
+    assert "did not run" in (expectation_problem(example, None) or "")

@@ -200,7 +200,7 @@
     running = run;
     setBusy(index, true);
     entry.bar.dataset.state = "running";
-    say(index, ready ? "Running…" : "Starting Python in your browser (the first time, about 15 MB)…");
+    say(index, ready ? "Running…" : "Starting Python in your browser (the first time, about " + settings.megabytes + " MB)…");
 
     var finished = new Promise(function (resolve, reject) {
       run.resolve = resolve;
@@ -363,7 +363,7 @@
     if (entry.editor) {
       entry.editor.remove();
       entry.editor = null;
-      block.hidden = false;
+      block.style.display = "";
       entry.edit.textContent = "Edit";
       entry.edit.title = "Change this example, then run it";
       if (entry.unit < done) stale = true;
@@ -386,7 +386,7 @@
           runTo(index);
         }
       });
-      block.hidden = true;
+      block.style.display = "none"; // the theme's display rule would win over the hidden attribute
       block.parentNode.insertBefore(editor, block);
       entry.editor = editor;
       entry.edit.textContent = "Undo edits";
