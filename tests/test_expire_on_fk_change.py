@@ -774,9 +774,17 @@ def test_remove_restores_the_plain_behaviour(engine: Engine) -> None:
     assert installed is not ExpireRelationshipOnFKChange.install(RemovedBase)
 
 
-def test_the_class_is_not_called_directly() -> None:
-    """An instance made without install() would silently watch nothing: it is refused, naming install()."""
-    from sqlalchemy.orm import registry
+def test_calling_the_class_is_install() -> None:
+    """The constructor does what install() does: one watching instance per registry."""
 
-    with pytest.raises(TypeError, match=r"ExpireRelationshipOnFKChange.install\(Base\)"):
-        ExpireRelationshipOnFKChange(registry())
+    class Base(DeclarativeBase):
+        pass
+
+    assert ExpireRelationshipOnFKChange(Base) is ExpireRelationshipOnFKChange.install(Base.registry)
+    ExpireRelationshipOnFKChange(Base).remove()
+
+
+def test_the_class_refuses_what_is_not_a_base_or_registry() -> None:
+    """A wrong argument says what was expected."""
+    with pytest.raises(TypeError, match="needs a declarative base or a registry, not 7"):
+        ExpireRelationshipOnFKChange(7)  # type: ignore[arg-type]

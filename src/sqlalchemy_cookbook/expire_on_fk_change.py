@@ -234,17 +234,33 @@ class ExpireRelationshipOnFKChange:
     In the cookbook's repository, ``make bench ONLY=expire_on_fk_change`` measures it against
     the same sets without the recipe.
 
-    Make one with :meth:`install`; calling the class directly raises :exc:`TypeError`, since
-    an instance that :meth:`install` did not register would not take in classes as they are
-    mapped.
+    Calling the class is the same as :meth:`install`: there is one instance per registry.
+
+    :param target: a declarative base (any class with a ``registry`` attribute, such as a
+        subclass of :class:`~sqlalchemy.orm.DeclarativeBase`), or a registry.
+    :type target: type | ~sqlalchemy.orm.registry
+    :raises TypeError: ``target`` is neither a :class:`~sqlalchemy.orm.registry` nor a class
+        with a ``registry`` attribute.
     """
 
-    def __init__(self, target: registry, *, _token: object = None) -> None:
-        if _token is not _INSTALL_TOKEN:
+    _registry: registry
+
+    def __new__(cls, target: type[Any] | registry) -> "ExpireRelationshipOnFKChange":
+        found = target if isinstance(target, registry) else getattr(target, "registry", None)
+        if not isinstance(found, registry):
             raise TypeError(
-                "ExpireRelationshipOnFKChange is set up with "
-                "ExpireRelationshipOnFKChange.install(Base) (a declarative base or a registry)"
+                f"ExpireRelationshipOnFKChange needs a declarative base or a registry, not {target!r}"
             )
+        installed = _INSTALLED.get(found)
+        if installed is None:
+            _listen_globally()
+            installed = super().__new__(cls)
+            installed._start(found)
+            _INSTALLED[found] = installed
+            installed._scan()
+        return installed
+
+    def _start(self, target: registry) -> None:
         self._registry = target
         self._seen: set[RelationshipProperty[Any]] = set()
         self._many_to_ones: list[_Link] = []
@@ -266,19 +282,7 @@ class ExpireRelationshipOnFKChange:
             with a ``registry`` attribute (such as a subclass of
             :class:`~sqlalchemy.orm.DeclarativeBase`).
         """
-        found = target if isinstance(target, registry) else getattr(target, "registry", None)
-        if not isinstance(found, registry):
-            raise TypeError(
-                f"install() needs a declarative base or a registry, not {target!r}"
-            )
-        installed = _INSTALLED.get(found)
-        if installed is not None:
-            return installed
-        _listen_globally()
-        installed = cls(found, _token=_INSTALL_TOKEN)
-        _INSTALLED[found] = installed
-        installed._scan()
-        return installed
+        return cls(target)
 
     def watched(self) -> dict[str, list[str]]:
         """Each watched attribute, and the relationships that follow it.
@@ -533,8 +537,6 @@ _INSTALLED: "weakref.WeakKeyDictionary[registry, ExpireRelationshipOnFKChange]" 
     weakref.WeakKeyDictionary()
 )
 _listening = False
-# Only install() may construct an instance: see the class docstring.
-_INSTALL_TOKEN = object()
 
 
 def _listen_globally() -> None:
