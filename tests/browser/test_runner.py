@@ -107,7 +107,8 @@ def expectation_problem(example: Example, result: dict[str, Any] | None) -> str 
             return f"{where}: the block raised in the browser:\n{result['traceback']}{result['exception']}"
         return None
     flags = DOCTEST_FLAGS
-    for option, on in _options._find_options(example.source, "page", example.line).items():
+    find_options = getattr(_options, "_find_options")  # doctest's own reading of `# doctest:` directives
+    for option, on in find_options(example.source, "page", example.line).items():
         flags = flags | option if on else flags & ~option
     if example.exc_msg is not None:
         got = result["exception"]
@@ -302,9 +303,10 @@ def test_wasm_served_with_the_wrong_type_is_reported(context: BrowserContext, se
 
 
 def _example(line: int, block: int, source: str, backend: str | None = None, kind: str = "code") -> Example:
-    given = {"line": line, "kind": kind, "source": source, "want": "", "exc_msg": None, "block": block,
+    given: dict[str, Any] = {"line": line, "kind": kind, "source": source, "want": "", "exc_msg": None, "block": block,
              "block_line": line, "visible": True, "backend": backend, "skip": None}
-    return Example(**{f.name: given.get(f.name) for f in dataclasses.fields(Example)})
+    fields: dict[str, Any] = {f.name: given.get(f.name) for f in dataclasses.fields(Example)}
+    return Example(**fields)
 
 
 def test_threads_and_server_tabs_are_not_offered() -> None:

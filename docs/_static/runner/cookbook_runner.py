@@ -50,7 +50,7 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__()
         self.setFormatter(logging.Formatter("%(message)s"))
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stdout
 
@@ -176,9 +176,7 @@ class Page:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
                 exec(code, self.namespace)
-        except BaseException as exc:  # noqa: BLE001 - the reader sees it
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                return out.getvalue(), err.getvalue(), exc
+        except BaseException as exc:  # noqa: BLE001 - the reader sees it, SystemExit too
             return out.getvalue(), err.getvalue(), exc
         finally:
             sys.stdout, sys.stderr, sys.displayhook = saved
@@ -199,10 +197,12 @@ class Page:
     def doctest(self, example: dict[str, Any]) -> dict[str, Any]:
         source: str = example["source"]
         flags = _flags(source)
+        out, err = "", ""
+        raised: BaseException | None = None
         try:
             code = self._compile(source, example["line"], "single", self._future_flags())
-        except SyntaxError as exc:
-            out, err, raised = "", "", exc
+        except SyntaxError as exc:  # doctest reports it as the example's exception
+            raised = exc
         else:
             out, err, raised = self._execute(code, doctest_name=True)
         result: dict[str, Any] = {"output": out, "stderr": err}
@@ -221,11 +221,13 @@ class Page:
         return result
 
     def code(self, example: dict[str, Any]) -> dict[str, Any]:
+        out, err = "", ""
+        raised: BaseException | None = None
         try:
             # A block's line is its fence's (or its `% invisible-code-block` line's); the code follows.
             compiled = self._compile(example["source"], example["line"] + 1, "exec", 0)
         except SyntaxError as exc:
-            out, err, raised = "", "", exc
+            raised = exc
         else:
             out, err, raised = self._execute(compiled, doctest_name=False)
         result: dict[str, Any] = {"output": out, "stderr": err, "status": "ran"}
@@ -248,8 +250,9 @@ class Page:
         for statement in tree.body:
             end = statement.end_lineno or statement.lineno
             first = statement.lineno
-            if hasattr(statement, "decorator_list") and statement.decorator_list:  # type: ignore[attr-defined]
-                first = min(d.lineno for d in statement.decorator_list)  # type: ignore[attr-defined]
+            decorators: list[ast.expr] = getattr(statement, "decorator_list", [])
+            if decorators:
+                first = min(d.lineno for d in decorators)
             text = "\n".join(source_lines[first - 1 : end])
             self._register(line + first - 1, text)
             module = ast.Interactive(body=[statement])
@@ -301,8 +304,8 @@ def _track_engines() -> None:
             _page.engines.append(engine)
         return engine
 
-    sqlalchemy.create_engine = create_engine  # type: ignore[assignment]
-    sqlalchemy.engine.create_engine = create_engine  # type: ignore[assignment]
+    setattr(sqlalchemy, "create_engine", create_engine)
+    setattr(sqlalchemy.engine, "create_engine", create_engine)
 
 
 def start(name: str) -> None:
@@ -316,15 +319,15 @@ def start(name: str) -> None:
 
 def run_block(request: str) -> str:
     """Run one block (JSON: its examples, or the reader's edited code); return the results as JSON."""
-    block = json.loads(request)
+    block: dict[str, Any] = json.loads(request)
     if _page is None:
         start(block.get("page", "page"))
     assert _page is not None
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     if block.get("edited") is not None:
-        first = block["examples"][0] if block["examples"] else {"line": 0, "kind": "code"}
-        results = _page.edited(block["edited"], first["line"] + (first["kind"] == "code"))
+        first: dict[str, Any] = block["examples"][0] if block["examples"] else {"line": 0, "kind": "code"}
+        results = _page.edited(block["edited"], int(first["line"]) + (1 if first["kind"] == "code" else 0))
     else:
         for example in block["examples"]:
             if example.get("skip"):
