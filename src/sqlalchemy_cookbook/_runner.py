@@ -57,7 +57,7 @@ BROWSER_BACKEND = "sqlite"
 ENV_KEY = "cookbook_runner_pages"
 PYODIDE_VERSION = "314.0.7"
 #: The files under ``_static/runner/`` the page script loads on the first Run, by content hash.
-ON_DEMAND = {"worker": "worker.mjs", "runner": "cookbook_runner.py"}
+ON_DEMAND = {"session": "session.mjs", "worker": "worker.mjs", "runner": "cookbook_runner.py"}
 _hashes: dict[str, str] = {}
 
 BACKEND_LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mariadb": "MariaDB"}

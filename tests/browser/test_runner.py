@@ -174,14 +174,16 @@ def test_nothing_of_python_loads_before_the_first_run(watch: Open) -> None:
     tab = watch()
     tab.goto(html_name(RECIPES[0]))
     loaded = [r.url for r in tab.responses]
-    assert not [u for u in loaded if "/_pyodide/" in u or "worker.mjs" in u or "/_runner/" in u or u.endswith(".py")]
+    on_demand = ("/_pyodide/", "/_runner/", "session.mjs", "worker.mjs", "cookbook_runner.py")
+    assert [] == [u for u in loaded if any(part in u for part in on_demand)]
     assert any(u.split("?")[0].endswith("/_static/runner/runner.js") for u in loaded)
 
     first = next(i for i, bar in enumerate(_bars(tab.page)) if bar["runnable"])
     _run(tab.page, first, START_TIMEOUT_MS)
     tab.settle()
     fetched = {r.url.split("?")[0].rpartition("/")[2] for r in tab.responses}
-    assert {"worker.mjs", "pyodide.mjs", "pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json"} <= fetched
+    assert {"session.mjs", "worker.mjs", "cookbook_runner.py", "pyodide.mjs", "pyodide.asm.wasm", "python_stdlib.zip",
+            "pyodide-lock.json"} <= fetched
     assert any(name.startswith("sqlalchemy-") and name.endswith(".whl") for name in fetched)
     assert [] == tab.problems
 
