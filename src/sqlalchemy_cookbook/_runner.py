@@ -28,7 +28,6 @@ import filecmp
 import hashlib
 import io
 import json
-import re
 import shutil
 import zipfile
 from collections.abc import Iterable
@@ -44,6 +43,7 @@ from sphinx.util import logging
 from sphinx.util.osutil import relative_uri
 from sphinx.writers.html5 import HTML5Translator
 
+from sqlalchemy_cookbook._pyodide_assets import PYODIDE_VERSION
 from sqlalchemy_cookbook._recipe_script import Example, is_recipe, page_examples
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ ASSETS_FOLDER = "_pyodide"
 #: The backend the browser runs.
 BROWSER_BACKEND = "sqlite"
 ENV_KEY = "cookbook_runner_pages"
-PYODIDE_VERSION = "314.0.7"
 #: The files under ``_static/runner/`` the page script loads on the first Run, by content hash.
 ON_DEMAND = {"session": "session.mjs", "worker": "worker.mjs", "runner": "cookbook_runner.py"}
 _hashes: dict[str, str] = {}
@@ -219,9 +218,28 @@ def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
     for block in shown:
         block["classes"].append("cookbook-run")
     page = source.relative_to(Path(env.srcdir)).as_posix()
-    target = f"{OUTPUT_FOLDER}/{docname}.json"
-    _store(env)[docname] = json.dumps({"page": page, "blocks": runs}, separators=(",", ":"))
+    data = json.dumps({"page": page, "blocks": runs}, separators=(",", ":"))
+    _store(env)[docname] = data
+    target = f"{OUTPUT_FOLDER}/{docname}.json?v={hashlib.sha256(data.encode()).hexdigest()[:12]}"
     doctree += runner_data(page=page, data=target, blocks=visible)
+
+
+def _written_with() -> str:
+    """What the pages' settings say beyond their own blocks: when it changes, they are rewritten."""
+    assets = (_assets.folder, _assets.lock_hash, _assets.megabytes) if _assets is not None else None
+    return json.dumps([assets, sorted(_hashes.items())])
+
+
+def on_env_get_outdated(
+    app: Sphinx, env: BuildEnvironment, added: set[str], changed: set[str], removed: set[str]
+) -> list[str]:
+    """Recipe pages to read again because the assets or the runner's scripts changed since."""
+    now = _written_with()
+    before = getattr(env, ENV_KEY + "_with", None)
+    setattr(env, ENV_KEY + "_with", now)
+    if before is None or before == now:
+        return []
+    return sorted(_store(env))
 
 
 def on_html_page_context(
@@ -408,6 +426,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
         texinfo=(skip_node, None),
     )
     app.connect("builder-inited", on_builder_inited)
+    app.connect("env-get-outdated", on_env_get_outdated)
     app.connect("doctree-read", on_doctree_read)
     app.connect("html-page-context", on_html_page_context)
     app.connect("env-purge-doc", on_env_purge_doc)
