@@ -1,6 +1,6 @@
 // The cookbook's Python, in a Web Worker: Pyodide (self-hosted), SQLAlchemy, and the page's examples.
 //
-// runner.js starts this worker on the reader's first Run and talks to it with messages:
+// session.mjs starts this worker on the reader's first Run and talks to it with messages:
 //   -> {type: "init", pyodide: "<url of _pyodide/KEY/>", runner: "<url of cookbook_runner.py>", lock: "<its hash>"}
 //   <- {type: "status", text}, then {type: "ready", versions} or {type: "failed", error}
 //   -> {type: "run", id, page, fresh, blocks: [...]}
