@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import urllib.request
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -90,15 +91,25 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+#: The registry's address for the same tarball, for machines without npm.
+PYODIDE_TARBALL = f"https://registry.npmjs.org/pyodide/-/pyodide-{PYODIDE_VERSION}.tgz"
+
+
 def fetch_pyodide(into: Path, work: Path) -> None:
-    """``npm pack pyodide@VERSION``, checked against the pinned integrity, unpacked into ``into``."""
-    if shutil.which("npm") is None:
-        raise FetchError(
-            "npm is not installed: the runner's Pyodide comes from the npm registry "
-            "(Debian: `sudo apt-get install npm`; Read the Docs: build.tools.nodejs)"
-        )
-    _run(["npm", "pack", f"pyodide@{PYODIDE_VERSION}", "--silent", "--pack-destination", str(work)], "npm pack")
+    """Pyodide's npm tarball, checked against the pinned integrity, unpacked into ``into``.
+
+    ``npm pack`` fetches it where npm is installed (so npm's own registry settings apply);
+    elsewhere it is downloaded from the registry directly: a reader needs only Python.
+    """
     tarball = work / f"pyodide-{PYODIDE_VERSION}.tgz"
+    if shutil.which("npm") is not None:
+        _run(["npm", "pack", f"pyodide@{PYODIDE_VERSION}", "--silent", "--pack-destination", str(work)], "npm pack")
+    else:
+        try:
+            with urllib.request.urlopen(PYODIDE_TARBALL, timeout=60) as response:
+                tarball.write_bytes(response.read())
+        except OSError as exc:
+            raise FetchError(f"downloading {PYODIDE_TARBALL} failed: {exc}") from None
     algorithm, _, expected = PYODIDE_INTEGRITY.partition("-")
     got = base64.b64encode(hashlib.new(algorithm, tarball.read_bytes()).digest()).decode()
     if got != expected:
@@ -309,7 +320,8 @@ def fetch(root: Path, *, force: bool = False, compile_bytecode: bool | None = No
         work = Path(folder)
         staging = work / "dist"
         staging.mkdir()
-        print(f"pyodide: npm pack pyodide@{PYODIDE_VERSION}", flush=True)
+        how = "npm pack" if shutil.which("npm") else f"no npm here: downloading {PYODIDE_TARBALL} for"
+        print(f"pyodide: {how} pyodide@{PYODIDE_VERSION}", flush=True)
         fetch_pyodide(staging, work)
         print("pyodide: pip download " + " ".join(f"{n}=={v}" for n, v in versions.items()), flush=True)
         downloads = work / "wheels"
