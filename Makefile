@@ -1,9 +1,10 @@
 # The cookbook's commands. Each sets up .venv on first use and re-installs
 # only when requirements.txt or pyproject.toml has changed.
 #   make serve    build the site, serve it on http://127.0.0.1:8000, rebuild on every edit
-#   make test     every page's examples, the package's tests, a strict build of the site
+#   make test     every page's examples, the package's tests, the browser tests, mypy and a strict build
 #   make test BACKENDS="sqlite postgresql mariadb"   the same on each named database
-#   make bench    the figures the issues ask for (build, rebuild, test and recipe costs)
+#   make bench    the figures the issues ask for (build, rebuild, test, page weight, Run and recipe
+#                 costs); ONLY=site (or pages, runner, unique, prefilter, expire_on_fk_change) for one
 #   make html     the strict build alone, into _build/html
 #   make screenshots   PNGs of a recipe page (light, dark, 375 px) in _build/screenshots; PAGE=group/page picks one
 #   make inventories   refresh the pinned intersphinx inventories in docs/_inventories
@@ -34,10 +35,10 @@ test: $(VENV)/.installed pyodide
 	$(PY) -m sphinx $(STRICT) -E -b html $(SPHINX_ARGS) _build/html
 	@cat _build/backends.txt
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed pyodide
 	ONLY=$(ONLY) $(PY) -m tests.bench
 
-screenshots: $(VENV)/.installed
+screenshots: $(VENV)/.installed pyodide
 	$(PY) -m tests.browser.screenshots $(PAGE)
 
 pyodide: $(VENV)/.installed
