@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -92,10 +91,19 @@ class BackendPlugin:
         ran = [n for n in self.names if n in self.ran]
         return summary_line(self.names, ran, sorted(self.failed, key=self.names.index))
 
+    def covers_every_page(self) -> bool:
+        """Whether this run's arguments include the whole docs/ folder (a plain `pytest` does)."""
+        docs = self.config.rootpath / "docs"
+        here = self.config.invocation_params.dir
+        scope = [(here / arg.split("::")[0]).resolve() for arg in self.config.args]
+        return any(docs == path or docs.is_relative_to(path) for path in scope)
+
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         ran = [b for b in self.backends if b.name in self.ran]
         root = self.config.rootpath
-        write_record(root / RECORD, ran, sorted(self.failed))
+        # Only a run of every page may tell the landing page what the examples were verified on.
+        if self.covers_every_page():
+            write_record(root / RECORD, ran, sorted(self.failed))
         (root / SUMMARY).write_text(self.line() + "\n")
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import doctest
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -391,7 +392,14 @@ def _runner_module() -> Any:
     spec = importlib.util.spec_from_file_location("cookbook_runner_under_test", RUNNER_PY)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # Importing the runner adds its SQL-log handler (meant for the browser's Python); without
+    # this, every later test in the process would print each SQL line twice.
+    engine_log = logging.getLogger("sqlalchemy.engine.Engine")
+    handlers = list(engine_log.handlers)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        engine_log.handlers[:] = handlers
     return module
 
 
