@@ -389,10 +389,40 @@ def test_search_for_the_question_finds_its_page_first(source: Path, watch: Open,
     assert found[:1] == [html_name(source)], f"searching {question!r} listed {found[:3]}"
 
 
+# Each entry of the seeds, as its heading is worded there (straight quotes, as a reader types).
+SEED_QUESTIONS = [
+    ("Deleting and re-inserting a record in SQLAlchemy in the same transaction", "transactions/delete-reinsert"),
+    ("I'm re-loading data with my Session but it isn't seeing changes that I committed elsewhere", "transactions/stale-reads"),
+    ("This Session's transaction has been rolled back due to a previous exception during flush.", "transactions/pending-rollback"),
+    ("But why does flush() insist on issuing a ROLLBACK?", "transactions/why-flush-rolls-back"),
+    ("But why isn't the one automatic call to ROLLBACK enough? Why must I ROLLBACK again?", "transactions/why-rollback-again"),
+    ("How do I make a Query that always adds a certain filter to every query?", "querying/always-filtered-query"),
+    ("I've created a mapping against an Outer Join, and while the query returns rows, no objects are returned. Why not?", "querying/outer-join-mapping"),
+    ("I'm using joinedload() or lazy=False to create a JOIN/OUTER JOIN and SQLAlchemy is not constructing the correct query when I try to add a WHERE, ORDER BY, LIMIT, etc.", "querying/joinedload-filtering"),
+    ("Query has no __len__(), why not?", "querying/query-has-no-len"),
+    ("How Do I use Textual SQL with ORM Queries?", "querying/textual-sql"),
+    ("I'm calling Session.delete(myobject) and it isn't removed from the parent collection!", "relationships/delete-from-collection"),
+    ("why isn't my __init__() called when I load objects?", "relationships/init-not-called"),
+    ("how do I use ON DELETE CASCADE with SA's ORM?", "relationships/on-delete-cascade"),
+    ('I set the "foo_id" attribute on my instance to "7", but the "foo" attribute is still None - shouldn\'t it have loaded Foo with id #7?', "relationships/set-foreign-key-load-relationship"),
+    ("Is there a way to automagically have only unique keywords (or other kinds of objects) without doing a query for the keyword and getting a reference to the row containing that keyword?", "relationships/unique-object"),
+]
+
+
+@pytest.mark.parametrize(("question", "target"), SEED_QUESTIONS, ids=[t for _, t in SEED_QUESTIONS])
+def test_search_for_the_seed_wording_finds_its_page_first(question: str, target: str, watch: Open) -> None:
+    """A reader who pastes the FAQ's (or the blog's) own question lands on its page."""
+    assert recipe(target) is not None, f"docs/{target}.md is missing"
+    found = _search(watch(), question)
+    assert found[:1] == [f"{target}.html"], f"searching {question!r} listed {found[:3]}"
+
+
 @pytest.mark.parametrize(
     ("query", "target"),
     [
         ("UNIQUE constraint failed delete insert same transaction", "transactions/delete-reinsert"),
+        # The FAQ entry page 4 answers in a section of its own.
+        ("Attribute loading for non-persistent objects", "relationships/set-foreign-key-load-relationship"),
         ("PendingRollbackError", "transactions/pending-rollback"),
     ],
 )
