@@ -87,6 +87,9 @@ from sqlalchemy.sql import ClauseElement
 __all__ = ["ExpireRelationshipOnFKChange"]
 
 
+# -- finding the relationships a foreign key attribute feeds ---------------------------------------
+
+
 @dataclass(frozen=True, eq=False)
 class _Link:
     """One relationship whose contents follow foreign key attributes of the ``child`` class.
@@ -119,7 +122,7 @@ class _Link:
         if parent is None:
             return all(v is None for v in values)
         dict_ = instance_state(parent).dict
-        return all(_equal(dict_.get(k, NO_VALUE), v) for k, v in zip(self.parent_keys, values))
+        return all(_equal(dict_.get(k, NO_VALUE), v) for k, v in zip(self.parent_keys, values, strict=False))
 
     def lookup(self, identity_map: IdentityMap, values: tuple[Any, ...]) -> object | None:
         """The parent with these primary key values, if the identity map holds it (no SQL)."""
@@ -159,6 +162,278 @@ _UNUSABLE = (LoaderCallableStatus, ClauseElement)
 
 def _usable(value: Any) -> bool:
     return value is not None and not isinstance(value, _UNUSABLE)
+
+
+def _link_for(prop: RelationshipProperty[Any]) -> tuple[_Link, list[MapperProperty[Any]]] | None:
+    """The link ``prop`` makes, and the child's foreign key attributes that feed it.
+
+    ``None`` for what the recipe leaves alone: many-to-many, dynamic and write-only collections,
+    and relationships on columns that no attribute maps.
+    """
+    pairs = prop.local_remote_pairs or []
+    if prop.direction is RelationshipDirection.MANYTOONE:
+        child, parent = prop.parent, prop.mapper
+        columns = [(local, remote) for local, remote in pairs]
+    elif prop.direction is RelationshipDirection.ONETOMANY and prop.lazy not in ("dynamic", "write_only"):
+        child, parent = prop.mapper, prop.parent
+        columns = [(remote, local) for local, remote in pairs]
+    else:
+        return None
+    if not columns:
+        return None
+    try:
+        child_props = [child.get_property_by_column(c) for c, _ in columns]
+        parent_keys = [parent.get_property_by_column(p).key for _, p in columns]
+    except UnmappedColumnError:
+        return None
+    parent_columns = [p for _, p in columns]
+    primary_key = list(parent.primary_key)
+    by_primary_key = len(parent_columns) == len(primary_key) and set(parent_columns) == set(primary_key)
+    if by_primary_key:
+        # Identity keys list the primary key in the mapper's order, not the relationship's.
+        order = [parent_columns.index(c) for c in primary_key]
+        child_props = [child_props[i] for i in order]
+        parent_keys = [parent_keys[i] for i in order]
+    link = _Link(
+        key=prop.key,
+        collection=prop.direction is RelationshipDirection.ONETOMANY,
+        uselist=bool(prop.uselist),
+        child=child,
+        parent=parent,
+        child_keys=tuple(p.key for p in child_props),
+        parent_keys=tuple(parent_keys),
+        by_primary_key=by_primary_key,
+    )
+    return link, child_props
+
+
+class _Relationships:
+    """The links of one registry's mappers, and which of them a set of one attribute touches."""
+
+    def __init__(self, target: registry) -> None:
+        self.registry = target
+        self.many_to_ones: list[_Link] = []
+        self.collections: list[_Link] = []
+        self._seen: set[RelationshipProperty[Any]] = set()
+        # The listener reads this dict itself, so it is cleared in place, never replaced.
+        self.plans: dict[tuple[Mapper[Any], str], _Plan] = {}
+        self._many_to_ones_of: dict[Mapper[Any], tuple[_Link, ...]] = {}
+
+    def scan(self) -> list[MapperProperty[Any]]:
+        """Take in the relationships of every configured mapper not seen yet.
+
+        Returns the foreign key attributes of the new links, for the caller to watch.
+        """
+        feeding: list[MapperProperty[Any]] = []
+        for mapper in self.registry.mappers:
+            # An unconfigured mapper may not know its relationships' columns yet; the
+            # after_configured listener comes back for it.
+            if not mapper.configured:
+                continue
+            for prop in mapper.iterate_properties:
+                if isinstance(prop, RelationshipProperty) and prop not in self._seen:
+                    self._seen.add(prop)
+                    found = _link_for(prop)
+                    if found is not None:
+                        link, child_props = found
+                        (self.collections if link.collection else self.many_to_ones).append(link)
+                        feeding.extend(child_props)
+        if feeding:
+            # A new link may concern a (mapper, key) whose answer is cached.
+            self.plans.clear()
+            self._many_to_ones_of.clear()
+        return feeding
+
+    def plan(self, mapper: Mapper[Any], key: str) -> _Plan:
+        """What setting ``key`` on an instance of ``mapper`` has to update (cached)."""
+        found = self.plans.get((mapper, key))
+        if found is None:
+            many_to_ones = tuple(
+                link for link in self.many_to_ones if key in link.child_keys and mapper.isa(link.child)
+            )
+            collections = tuple(link for link in self.collections if key in link.child_keys and mapper.isa(link.child))
+            found = _Plan(many_to_ones, collections) if many_to_ones or collections else _NOTHING
+            self.plans[(mapper, key)] = found
+        return found
+
+    def many_to_ones_of(self, mapper: Mapper[Any]) -> tuple[_Link, ...]:
+        """The many-to-ones an instance of ``mapper`` holds (cached)."""
+        found = self._many_to_ones_of.get(mapper)
+        if found is None:
+            found = tuple(link for link in self.many_to_ones if mapper.isa(link.child))
+            self._many_to_ones_of[mapper] = found
+        return found
+
+    def names(self) -> dict[str, list[str]]:
+        """``"Class.attribute"`` of each foreign key attribute, and of the relationships it feeds."""
+        found: dict[str, list[str]] = {}
+        for link in (*self.many_to_ones, *self.collections):
+            owner = link.parent if link.collection else link.child
+            for key in link.child_keys:
+                name = f"{link.child.class_.__name__}.{key}"
+                found.setdefault(name, []).append(f"{owner.class_.__name__}.{link.key}")
+        return {name: sorted(found[name]) for name in sorted(found)}
+
+    def clear(self) -> None:
+        self.many_to_ones.clear()
+        self.collections.clear()
+        self._seen.clear()
+        self.plans.clear()
+        self._many_to_ones_of.clear()
+
+
+# -- reacting to a set -----------------------------------------------------------------------------
+
+
+class _Listeners:
+    """The ``set`` listeners on foreign key attributes, kept so that they can be removed."""
+
+    def __init__(self, relationships: _Relationships) -> None:
+        self._relationships = relationships
+        self._watched: dict[tuple[Mapper[Any], str], Any] = {}
+
+    def watch(self, column_prop: MapperProperty[Any]) -> None:
+        # Listen where the attribute is defined; `propagate` covers subclasses, also later ones.
+        where = (column_prop.parent, column_prop.key)
+        if where in self._watched:
+            return
+        listener = _listener_for(column_prop.key, self._relationships)
+        # raw, retval and include_key (which adds nothing to a scalar "set"): SQLAlchemy then
+        # calls the listener as it is, with no wrapper around it.
+        event.listen(
+            column_prop.parent.class_manager[column_prop.key],
+            "set",
+            listener,
+            raw=True,
+            retval=True,
+            include_key=True,
+            propagate=True,
+        )
+        self._watched[where] = listener
+
+    def remove(self) -> None:
+        for (mapper, key), listener in self._watched.items():
+            event.remove(mapper.class_manager[key], "set", listener)
+        self._watched.clear()
+
+
+def _listener_for(key: str, relationships: _Relationships) -> Callable[[InstanceState[Any], Any, Any, Any], Any]:
+    # Runs on every set of a watched attribute, sessions or not: everything it needs is bound
+    # to a local name here, and a cached plan costs one dictionary lookup.
+    plans = relationships.plans
+    plan_for = relationships.plan
+    react = _react
+
+    def on_set(state: InstanceState[Any], value: Any, oldvalue: Any, initiator: Any) -> Any:
+        session = state.session
+        # Objects outside a Session (being constructed, transient, detached) are left alone,
+        # and so are the values the flush copies into foreign keys (SQLAlchemy has no public
+        # flag for "inside a flush"; `_flushing` has meant just that for years, 2.0 and 2.1).
+        if session is None or session._flushing or _equal(value, oldvalue):
+            return value
+        plan = plans.get((state.mapper, key)) or plan_for(state.mapper, key)
+        if plan is not _NOTHING:
+            react(session, state, plan, key, value, oldvalue)
+        return value
+
+    return on_set
+
+
+def _react(session: Session, state: InstanceState[Any], plan: _Plan, key: str, value: Any, oldvalue: Any) -> None:
+    pending = state.key is None
+    obj = state.obj()
+    dict_ = state.dict
+
+    # 1. Many-to-ones that point elsewhere than the new value are dropped; what they held
+    # (and held before an unflushed change) are parents whose collections may list `obj`.
+    remembered: list[object] = []
+    stale: list[str] = []
+    for link in plan.many_to_ones:
+        if link.key not in dict_ or link.refers_to(dict_[link.key], link.values(dict_, key, value)):
+            continue
+        stale.append(link.key)
+        if plan.collections:
+            history = state.attrs[link.key].history
+            remembered.extend(p for p in (*history.added, *history.unchanged, *history.deleted) if p is not None)
+    if stale:
+        if pending:
+            # Session.expire() refuses pending objects: commit an empty value, which also
+            # discards the unflushed change, then unload it.
+            for name in stale:
+                set_committed_value(obj, name, None)
+                del dict_[name]
+        elif state.persistent:
+            session.expire(obj, stale)
+        else:
+            return  # deleted: nothing to keep in step
+    if pending and plan.many_to_ones:
+        session.enable_relationship_loading(obj)
+
+    # 2. Collections of the old and the new parent.
+    identity_map = session.identity_map
+    for link in plan.collections:
+        new_values = link.values(dict_, key, value)
+        done: list[object] = []
+        for parent in remembered:
+            if isinstance(parent, link.parent.class_) and not any(parent is d for d in done):
+                done.append(parent)
+                _refresh_collection(session, link, parent, obj, new_values, True)
+        if not link.by_primary_key:
+            continue
+        for values in (link.values(dict_, key, oldvalue), new_values):
+            parent = link.lookup(identity_map, values)
+            if parent is not None and not any(parent is d for d in done):
+                done.append(parent)
+                _refresh_collection(session, link, parent, obj, new_values, False)
+
+
+def _refresh_collection(
+    session: Session,
+    link: _Link,
+    parent: object,
+    obj: object,
+    new_values: tuple[Any, ...],
+    remembered: bool,
+) -> None:
+    parent_state = instance_state(parent)
+    if link.key not in parent_state.dict:
+        # Not loaded: its next access reads the rows.  A parent that `obj` was assigned to
+        # in memory may have the assignment queued by the backref: expiring forgets it.
+        if remembered and parent_state.persistent:
+            session.expire(parent, [link.key])
+        return
+    history = parent_state.attrs[link.key].history
+    if not history.has_changes():
+        if parent_state.persistent:
+            session.expire(parent, [link.key])
+        return
+    # Unflushed changes of its own: keep them, but take back the addition an earlier
+    # `bar.foo = parent` made, which the flush would otherwise turn into bar.foo_id.
+    if link.refers_to(parent, new_values) or not any(added is obj for added in history.added):
+        return
+    if link.uselist:
+        collection_adapter(parent_state.dict[link.key]).remove_without_event(obj)
+    elif remembered:
+        # One-to-one: what `obj` displaced carries its own change (the backref set its
+        # many-to-one to None), so the parent is left with nothing.
+        set_committed_value(parent, link.key, None)
+
+
+def _forget_missing_parents(session: Session, state: InstanceState[Any], links: tuple[_Link, ...]) -> None:
+    """Expire the many-to-ones of ``links`` that hold ``None`` though their foreign key is set."""
+    dict_ = state.dict
+    stale = [
+        link.key
+        for link in links
+        if link.key in dict_
+        and dict_[link.key] is None
+        and all(_usable(dict_.get(k, NO_VALUE)) for k in link.child_keys)
+    ]
+    if stale:
+        session.expire(state.obj(), stale)
+
+
+# -- the public class ------------------------------------------------------------------------------
 
 
 class ExpireRelationshipOnFKChange:
@@ -243,31 +518,19 @@ class ExpireRelationshipOnFKChange:
         with a ``registry`` attribute.
     """
 
-    _registry: registry
+    _relationships: _Relationships
+    _listeners: _Listeners
 
     def __new__(cls, target: type[Any] | registry) -> "ExpireRelationshipOnFKChange":
-        found = target if isinstance(target, registry) else getattr(target, "registry", None)
-        if not isinstance(found, registry):
-            raise TypeError(
-                f"ExpireRelationshipOnFKChange needs a declarative base or a registry, not {target!r}"
-            )
+        found = _registry_of(target)
         installed = _INSTALLED.get(found)
         if installed is None:
-            _listen_globally()
             installed = super().__new__(cls)
-            installed._start(found)
-            _INSTALLED[found] = installed
+            installed._relationships = _Relationships(found)
+            installed._listeners = _Listeners(installed._relationships)
+            _register(found, installed)
             installed._scan()
         return installed
-
-    def _start(self, target: registry) -> None:
-        self._registry = target
-        self._seen: set[RelationshipProperty[Any]] = set()
-        self._many_to_ones: list[_Link] = []
-        self._collections: list[_Link] = []
-        self._watched: dict[tuple[Mapper[Any], str], Any] = {}
-        self._plans: dict[tuple[Mapper[Any], str], _Plan] = {}
-        self._many_to_ones_of: dict[Mapper[Any], tuple[_Link, ...]] = {}
 
     @classmethod
     def install(cls, target: type[Any] | registry) -> "ExpireRelationshipOnFKChange":
@@ -293,15 +556,9 @@ class ExpireRelationshipOnFKChange:
         >>> fk_sync.watched()
         {'Bar.foo_id': ['Bar.foo', 'Foo.bars']}
         """
-        self._registry.configure()
+        self._relationships.registry.configure()
         self._scan()
-        found: dict[str, list[str]] = {}
-        for link in (*self._many_to_ones, *self._collections):
-            owner = link.parent if link.collection else link.child
-            for key in link.child_keys:
-                name = f"{link.child.class_.__name__}.{key}"
-                found.setdefault(name, []).append(f"{owner.class_.__name__}.{link.key}")
-        return {name: sorted(found[name]) for name in sorted(found)}
+        return self._relationships.names()
 
     def remove(self) -> None:
         """Stop watching: remove the listeners this instance added to the classes.
@@ -309,242 +566,44 @@ class ExpireRelationshipOnFKChange:
         Setting a foreign key then behaves as it does without the recipe, and
         :meth:`install` on the same base or registry makes a new instance.
         """
-        for (mapper, key), listener in self._watched.items():
-            event.remove(mapper.class_manager[key], "set", listener)
-        self._watched.clear()
-        self._plans.clear()
-        self._many_to_ones_of.clear()
-        self._seen.clear()
-        self._many_to_ones.clear()
-        self._collections.clear()
-        if _INSTALLED.get(self._registry) is self:
-            del _INSTALLED[self._registry]
-
-    # -- finding the relationships -------------------------------------------------------------
+        self._listeners.remove()
+        self._relationships.clear()
+        _unregister(self._relationships.registry, self)
 
     def _scan(self) -> None:
-        """Take in the relationships of every configured mapper not seen yet."""
-        added = False
-        for mapper in self._registry.mappers:
-            if not mapper.configured:
-                continue
-            for prop in mapper.iterate_properties:
-                if isinstance(prop, RelationshipProperty) and prop not in self._seen:
-                    self._seen.add(prop)
-                    added = self._take(prop) or added
-        if added:
-            self._plans.clear()
-            self._many_to_ones_of.clear()
+        for column_prop in self._relationships.scan():
+            self._listeners.watch(column_prop)
 
-    def _take(self, prop: RelationshipProperty[Any]) -> bool:
-        pairs = prop.local_remote_pairs or []
-        if prop.direction is RelationshipDirection.MANYTOONE:
-            child, parent = prop.parent, prop.mapper
-            columns = [(local, remote) for local, remote in pairs]
-        elif prop.direction is RelationshipDirection.ONETOMANY and prop.lazy not in (
-            "dynamic",
-            "write_only",
-        ):
-            child, parent = prop.mapper, prop.parent
-            columns = [(remote, local) for local, remote in pairs]
-        else:
-            return False
-        if not columns:
-            return False
-        try:
-            child_props = [child.get_property_by_column(c) for c, _ in columns]
-            parent_keys = [parent.get_property_by_column(p).key for _, p in columns]
-        except UnmappedColumnError:
-            return False
-        parent_columns = [p for _, p in columns]
-        primary_key = list(parent.primary_key)
-        by_primary_key = len(parent_columns) == len(primary_key) and set(parent_columns) == set(
-            primary_key
-        )
-        if by_primary_key:
-            order = [parent_columns.index(c) for c in primary_key]
-            child_props = [child_props[i] for i in order]
-            parent_keys = [parent_keys[i] for i in order]
-        link = _Link(
-            key=prop.key,
-            collection=prop.direction is RelationshipDirection.ONETOMANY,
-            uselist=bool(prop.uselist),
-            child=child,
-            parent=parent,
-            child_keys=tuple(p.key for p in child_props),
-            parent_keys=tuple(parent_keys),
-            by_primary_key=by_primary_key,
-        )
-        (self._collections if link.collection else self._many_to_ones).append(link)
-        for column_prop in child_props:
-            self._watch(column_prop)
-        return True
 
-    def _watch(self, column_prop: MapperProperty[Any]) -> None:
-        # Listen where the attribute is defined; `propagate` covers subclasses, also later ones.
-        where = (column_prop.parent, column_prop.key)
-        if where in self._watched:
-            return
-        listener = self._listener_for(column_prop.key)
-        # raw, retval and include_key (which adds nothing to a scalar "set"): SQLAlchemy then
-        # calls the listener as it is, with no wrapper around it.
-        event.listen(
-            column_prop.parent.class_manager[column_prop.key],
-            "set",
-            listener,
-            raw=True,
-            retval=True,
-            include_key=True,
-            propagate=True,
-        )
-        self._watched[where] = listener
+# -- one instance per registry ---------------------------------------------------------------------
 
-    def _plan(self, mapper: Mapper[Any], key: str) -> _Plan:
-        found = self._plans.get((mapper, key))
-        if found is None:
-            many_to_ones = tuple(
-                link for link in self._many_to_ones if key in link.child_keys and mapper.isa(link.child)
-            )
-            collections = tuple(
-                link for link in self._collections if key in link.child_keys and mapper.isa(link.child)
-            )
-            found = _Plan(many_to_ones, collections) if many_to_ones or collections else _NOTHING
-            self._plans[(mapper, key)] = found
-        return found
 
-    def _forget_missing_parents(self, session: Session, state: InstanceState[Any]) -> None:
-        mapper = state.mapper
-        links = self._many_to_ones_of.get(mapper)
-        if links is None:
-            links = tuple(link for link in self._many_to_ones if mapper.isa(link.child))
-            self._many_to_ones_of[mapper] = links
-        dict_ = state.dict
-        stale = [
-            link.key
-            for link in links
-            if link.key in dict_
-            and dict_[link.key] is None
-            and all(_usable(dict_.get(k, NO_VALUE)) for k in link.child_keys)
-        ]
-        if stale:
-            session.expire(state.obj(), stale)
-
-    # -- reacting to a set ---------------------------------------------------------------------
-
-    def _listener_for(self, key: str) -> Callable[[InstanceState[Any], Any, Any, Any], Any]:
-        plans = self._plans
-        plan_for = self._plan
-        react = self._react
-
-        def on_set(state: InstanceState[Any], value: Any, oldvalue: Any, initiator: Any) -> Any:
-            session = state.session
-            # Objects outside a Session (being constructed, transient, detached) are left alone,
-            # and so are the values the flush copies into foreign keys (SQLAlchemy has no public
-            # flag for "inside a flush"; `_flushing` has meant just that for years, 2.0 and 2.1).
-            if session is None or session._flushing or _equal(value, oldvalue):
-                return value
-            plan = plans.get((state.mapper, key)) or plan_for(state.mapper, key)
-            if plan is not _NOTHING:
-                react(session, state, plan, key, value, oldvalue)
-            return value
-
-        return on_set
-
-    def _react(
-        self, session: Session, state: InstanceState[Any], plan: _Plan, key: str, value: Any, oldvalue: Any
-    ) -> None:
-        pending = state.key is None
-        obj = state.obj()
-        dict_ = state.dict
-
-        # 1. Many-to-ones that point elsewhere than the new value are dropped; what they held
-        # (and held before an unflushed change) are parents whose collections may list `obj`.
-        remembered: list[object] = []
-        stale: list[str] = []
-        for link in plan.many_to_ones:
-            if link.key not in dict_ or link.refers_to(dict_[link.key], link.values(dict_, key, value)):
-                continue
-            stale.append(link.key)
-            if plan.collections:
-                history = state.attrs[link.key].history
-                remembered.extend(p for p in (*history.added, *history.unchanged, *history.deleted) if p is not None)
-        if stale:
-            if pending:
-                # Session.expire() refuses pending objects: commit an empty value, which also
-                # discards the unflushed change, then unload it.
-                for name in stale:
-                    set_committed_value(obj, name, None)
-                    del dict_[name]
-            elif state.persistent:
-                session.expire(obj, stale)
-            else:
-                return  # deleted: nothing to keep in step
-        if pending and plan.many_to_ones:
-            session.enable_relationship_loading(obj)
-
-        # 2. Collections of the old and the new parent.
-        identity_map = session.identity_map
-        for link in plan.collections:
-            new_values = link.values(dict_, key, value)
-            done: list[object] = []
-            for parent in remembered:
-                if isinstance(parent, link.parent.class_) and not any(parent is d for d in done):
-                    done.append(parent)
-                    self._refresh_collection(session, link, parent, obj, new_values, True)
-            if not link.by_primary_key:
-                continue
-            for values in (link.values(dict_, key, oldvalue), new_values):
-                parent = link.lookup(identity_map, values)
-                if parent is not None and not any(parent is d for d in done):
-                    done.append(parent)
-                    self._refresh_collection(session, link, parent, obj, new_values, False)
-
-    @staticmethod
-    def _refresh_collection(
-        session: Session,
-        link: _Link,
-        parent: object,
-        obj: object,
-        new_values: tuple[Any, ...],
-        remembered: bool,
-    ) -> None:
-        parent_state = instance_state(parent)
-        if link.key not in parent_state.dict:
-            # Not loaded: its next access reads the rows.  A parent that `obj` was assigned to
-            # in memory may have the assignment queued by the backref: expiring forgets it.
-            if remembered and parent_state.persistent:
-                session.expire(parent, [link.key])
-            return
-        history = parent_state.attrs[link.key].history
-        if not history.has_changes():
-            if parent_state.persistent:
-                session.expire(parent, [link.key])
-            return
-        # Unflushed changes of its own: keep them, but take back the addition an earlier
-        # `bar.foo = parent` made, which the flush would otherwise turn into bar.foo_id.
-        if link.refers_to(parent, new_values) or not any(added is obj for added in history.added):
-            return
-        if link.uselist:
-            collection_adapter(parent_state.dict[link.key]).remove_without_event(obj)
-        elif remembered:
-            # One-to-one: what `obj` displaced carries its own change (the backref set its
-            # many-to-one to None), so the parent is left with nothing.
-            set_committed_value(parent, link.key, None)
+def _registry_of(target: type[Any] | registry) -> registry:
+    found = target if isinstance(target, registry) else getattr(target, "registry", None)
+    if not isinstance(found, registry):
+        raise TypeError(f"ExpireRelationshipOnFKChange needs a declarative base or a registry, not {target!r}")
+    return found
 
 
 # One registry, one installed instance; the module's two global listeners dispatch to it.
-_INSTALLED: "weakref.WeakKeyDictionary[registry, ExpireRelationshipOnFKChange]" = (
-    weakref.WeakKeyDictionary()
-)
+_INSTALLED: "weakref.WeakKeyDictionary[registry, ExpireRelationshipOnFKChange]" = weakref.WeakKeyDictionary()
 _listening = False
 
 
-def _listen_globally() -> None:
+def _register(target: registry, installed: ExpireRelationshipOnFKChange) -> None:
     global _listening
+    # Listening only from the first install keeps merely importing the module free of effects.
     if not _listening:
         event.listen(Mapper, "after_configured", _after_configured)
         event.listen(Session, "pending_to_persistent", _pending_to_persistent)
         _listening = True
+    _INSTALLED[target] = installed
+
+
+def _unregister(target: registry, installed: ExpireRelationshipOnFKChange) -> None:
+    # After remove() and a new install(), removing the old instance again must not drop the new one.
+    if _INSTALLED.get(target) is installed:
+        del _INSTALLED[target]
 
 
 def _after_configured() -> None:
@@ -561,4 +620,4 @@ def _pending_to_persistent(session: Session, obj: object) -> None:
     state = instance_state(obj)
     installed = _INSTALLED.get(state.mapper.registry)
     if installed is not None:
-        installed._forget_missing_parents(session, state)
+        _forget_missing_parents(session, state, installed._relationships.many_to_ones_of(state.mapper))
