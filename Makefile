@@ -1,7 +1,7 @@
 # The cookbook's commands. Each sets up .venv on first use and re-installs
 # only when requirements.txt or pyproject.toml has changed.
 #   make serve    build the site, serve it on http://127.0.0.1:8000, rebuild on every edit
-#   make test     every page's examples, the package's tests, the browser tests, mypy and a strict build
+#   make test     every page's examples, the library's and site's tests, the browser tests, ruff, mypy and a strict build
 #   make test BACKENDS="sqlite postgresql mariadb"   the same on each named database
 #   make bench    the figures the issues ask for (build, rebuild, test, page weight, Run and recipe
 #                 costs); ONLY=site (or pages, runner, unique, prefilter, expire_on_fk_change) for one
@@ -24,13 +24,15 @@ STRICT := -W -n --keep-going -q
 .PHONY: serve html test bench inventories clean screenshots pyodide
 
 serve: $(VENV)/.installed pyodide
-	$(PY) -m sphinx_autobuild $(SPHINX_ARGS) _build/html -n --host $(HOST) --port $(PORT) --watch src --watch conf.py
+	$(PY) -m sphinx_autobuild $(SPHINX_ARGS) _build/html -n --host $(HOST) --port $(PORT) --watch src --watch docs/_ext --watch conf.py
 
 html: $(VENV)/.installed pyodide
 	$(PY) -m sphinx $(STRICT) -b html $(SPHINX_ARGS) _build/html
 
 test: $(VENV)/.installed pyodide
 	COOKBOOK_BACKENDS="$(BACKENDS)" $(PY) -m pytest
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m sphinx $(STRICT) -E -b html $(SPHINX_ARGS) _build/html
 	@cat _build/backends.txt
@@ -42,7 +44,7 @@ screenshots: $(VENV)/.installed pyodide
 	$(PY) -m tests.browser.screenshots $(PAGE)
 
 pyodide: $(VENV)/.installed
-	$(PY) -m sqlalchemy_cookbook._pyodide_assets
+	$(PY) -m cookbook_site.pyodide_assets
 
 inventories: $(VENV)/.installed
 	$(PY) docs/_inventories/refresh.py
@@ -50,7 +52,7 @@ inventories: $(VENV)/.installed
 clean:
 	rm -rf _build .pytest_cache .mypy_cache
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt pyproject.toml docs/_ext/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "make: $(PYTHON) is older than Python 3.11; run with PYTHON=python3.11 (or newer)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "make: '$(PYTHON) -m venv' failed; on Debian/Ubuntu install it with: sudo apt install python3-venv"; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip

@@ -21,10 +21,11 @@ extensions = [
     "sphinx_design",
     "sphinx_copybutton",
     "notfound.extension",
-    "sqlalchemy_cookbook._site",
-    "sqlalchemy_cookbook._recipe_script",
-    "sqlalchemy_cookbook._trim_css",
-    "sqlalchemy_cookbook._runner",
+    # The site's own extensions (docs/_ext/cookbook_site, installed by requirements.txt).
+    "cookbook_site.verified",
+    "cookbook_site.downloads",
+    "cookbook_site.trim_css",
+    "cookbook_site.run",
 ]
 
 # Warnings are errors (`-W -n`); nothing is ignored.
@@ -56,6 +57,15 @@ html_favicon = "docs/_static/favicon.svg"
 
 # Rank pages by how many of the query's words their title holds (see the file).
 html_search_scorer = "docs/_static/search-scorer.js"
+
+# cookbook_site.run: where `make pyodide` puts what Run needs, and the recipe library it ships
+# to the browser (both relative to this file).
+cookbook_runner_assets = "docs/_pyodide/dist"
+cookbook_library = "src/sqlalchemy_cookbook"
+
+# cookbook_site.trim_css: stylesheets whose classes are all written into the HTML, trimmed to
+# the rules some page can use.
+trimmed_stylesheets = ["sphinx-design.min.css", "pygments.css"]
 
 # A copied example is runnable code: doctest prompts and output are left behind.
 copybutton_prompt_text = r">>> |\.\.\. "

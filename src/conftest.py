@@ -2,6 +2,6 @@
 
 from pathlib import Path
 
-from tests.pages import conftest_hooks
+from tests.harness.pages import conftest_hooks
 
 pytest_configure, pytest_collect_file = conftest_hooks(str(Path(__file__).parent / "sqlalchemy_cookbook"), "docstrings")

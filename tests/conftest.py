@@ -1,48 +1,9 @@
-"""Fixtures for the recipe module's tests: a fresh database on every backend under test."""
-
-from collections.abc import Iterator
+"""Every test run registers the backend harness (which databases, and the closing summary line)."""
 
 import pytest
-from sqlalchemy import MetaData, create_engine
-from sqlalchemy.engine import URL, Engine
 
-from tests.backends import Backend
-from tests.plugin import register
+from tests.harness.plugin import register
 
 
 def pytest_configure(config: pytest.Config) -> None:
     register(config)
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend" in metafunc.fixturenames:
-        names = register(metafunc.config).names
-        metafunc.parametrize("backend", names, ids=names, indirect=True, scope="module")
-
-
-@pytest.fixture(scope="module")
-def backend(request: pytest.FixtureRequest) -> Backend:
-    """One backend under test (the tests that use it run once per backend)."""
-    return register(request.config).backend(request.param)
-
-
-@pytest.fixture(scope="module")
-def database_url(backend: Backend) -> Iterator[URL]:
-    """A fresh database for the test module, dropped afterwards."""
-    with backend.database() as url:
-        yield url
-
-
-@pytest.fixture
-def engine(database_url: URL) -> Iterator[Engine]:
-    """An engine on the module's database; whatever tables the test made are dropped after it."""
-    engine = create_engine(database_url)
-    yield engine
-    engine.dispose()
-    cleanup = create_engine(database_url)
-    try:
-        tables = MetaData()
-        tables.reflect(cleanup)
-        tables.drop_all(cleanup)
-    finally:
-        cleanup.dispose()

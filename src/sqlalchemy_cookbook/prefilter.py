@@ -39,7 +39,7 @@ What it cannot filter, by design or by SQLAlchemy's design, is listed under
 """
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import sqlalchemy
 from sqlalchemy import Result, event, inspect
@@ -81,7 +81,8 @@ class PreFilteredQuery:
         raises for cannot run any (a session with no tenant reads nothing).
         The values override parameters of the same name passed to
         :meth:`~sqlalchemy.orm.Session.execute`, so choose names that no statement uses.
-    :type params: ~collections.abc.Callable[[~sqlalchemy.orm.Session], ~collections.abc.Mapping[str, ~typing.Any]] | None
+    :type params: ~collections.abc.Callable[[~sqlalchemy.orm.Session],
+        ~collections.abc.Mapping[str, ~typing.Any]] | None
 
     Each ``SELECT`` gets one :func:`~sqlalchemy.orm.with_loader_criteria` option, made once,
     so the statement cache serves filtered statements like any other; the values travel as
@@ -169,7 +170,8 @@ class PreFilteredQuery:
             # statement run again with them (invoke_statement() merges them in).
             values = self.params(state.session)
             if _PARAMETERS_WRITABLE:
-                state.parameters = {**(state.parameters or {}), **values}  # type: ignore[dict-item]
+                # A SELECT runs with one set of parameters (a mapping), never a list of them.
+                state.parameters = {**cast(Mapping[str, Any], state.parameters or {}), **values}
                 return None
             if state.parameters is None:
                 state.parameters = {}

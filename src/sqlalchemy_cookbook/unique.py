@@ -233,7 +233,7 @@ class _Plan:
         if any(value is None for value in key):
             raise ValueError(
                 f"{self.cls.__name__}: a unique key cannot hold None "
-                f"(the database does not compare NULLs): {dict(zip(self.key_attrs, key))}"
+                f"(the database does not compare NULLs): {dict(zip(self.key_attrs, key, strict=False))}"
             )
         return key
 
@@ -248,7 +248,7 @@ class _Plan:
                 return column == keys[0][0]
             return column.in_([key[0] for key in keys])
         if len(keys) == 1:
-            return and_(*(column == value for column, value in zip(self.key_columns, keys[0])))
+            return and_(*(column == value for column, value in zip(self.key_columns, keys[0], strict=False)))
         return tuple_(*self.key_columns).in_(keys)
 
     def insert(self, dialect: Dialect) -> Insert | None:
@@ -276,9 +276,7 @@ def _make_plan(cls: type[Any]) -> _Plan:
     if len(mapper.tables) != 1 or not isinstance(table, Table):
         raise ArgumentError(f"{cls.__name__}: UniqueObject needs a class mapped to a single table")
     columns: set[Any] = set(table.columns)
-    column_attrs = frozenset(
-        prop.key for prop in mapper.column_attrs if all(c in columns for c in prop.columns)
-    )
+    column_attrs = frozenset(prop.key for prop in mapper.column_attrs if all(c in columns for c in prop.columns))
     relationships = frozenset(prop.key for prop in mapper.relationships)
     candidates = _unique_column_sets(table)
     declared: tuple[str, ...] | None = getattr(cls, "__unique_key__", None)
@@ -387,12 +385,7 @@ def _rolled_back(session: Session, previous_transaction: SessionTransaction) -> 
 def _usable(session: Session, obj: Any) -> bool:
     """May a cached object be handed out without asking the database?"""
     state = inspect(obj)
-    return (
-        state.session is session
-        and state.persistent
-        and not state.expired_attributes
-        and obj not in session.deleted
-    )
+    return state.session is session and state.persistent and not state.expired_attributes and obj not in session.deleted
 
 
 # --- resolving keys -----------------------------------------------------------------------
@@ -404,7 +397,7 @@ def _resolve(session: Session, cls: type[_T], rows: Sequence[Mapping[str, Any]])
     keys = [plan.key_of(row) for row in rows]
     found: dict[Key, Any] = {}
     wanted: dict[Key, Mapping[str, Any]] = {}
-    for key, row in zip(keys, rows):
+    for key, row in zip(keys, rows, strict=False):
         if key in found or key in wanted:
             continue
         cached = cache.get((cls, key))
@@ -490,7 +483,7 @@ def _create(session: Session, plan: _Plan, wanted: Mapping[Key, Mapping[str, Any
             remaining = {k: v for k, v in remaining.items() if k not in resolved}
         stuck = stuck + 1 if len(remaining) == before else 0
     if remaining:
-        names = ", ".join(repr(dict(zip(plan.key_attrs, key))) for key in remaining)
+        names = ", ".join(repr(dict(zip(plan.key_attrs, key, strict=False))) for key in remaining)
         raise InvalidRequestError(
             f"{plan.cls.__name__}: could neither find nor insert a row for {names}; "
             f"another unique constraint of {plan.table.name!r} may have refused it"
@@ -544,9 +537,7 @@ def _insert_ignoring_conflicts(
     if dialect.insert_returning:
         # One statement for all the rows: insertmanyvalues would otherwise split them
         # into pages of 1000 (it still splits at the database's parameter limit).
-        statement = insert.returning(plan.cls).execution_options(
-            insertmanyvalues_page_size=max(len(parameters), 1)
-        )
+        statement = insert.returning(plan.cls).execution_options(insertmanyvalues_page_size=max(len(parameters), 1))
         for obj in session.scalars(statement, parameters).all():
             for key in made_for.get(plan.key_of_object(obj), ()):
                 resolved[key] = obj
@@ -570,4 +561,3 @@ def _insert_with_savepoint(session: Session, plan: _Plan, wanted: Mapping[Key, M
     except IntegrityError:
         return {}
     return objects
-

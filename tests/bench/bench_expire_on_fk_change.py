@@ -115,10 +115,7 @@ def main() -> None:
     for name, case in CASES:
         without = run(False, case)
         with_recipe = run(True, case)
-        print(
-            f"   {name:<56} {without / sets * 1e6:8.2f} {with_recipe / sets * 1e6:8.2f}"
-            f" {with_recipe / without:6.1f}"
-        )
+        print(f"   {name:<56} {without / sets * 1e6:8.2f} {with_recipe / sets * 1e6:8.2f} {with_recipe / without:6.1f}")
 
 
 if __name__ == "__main__":

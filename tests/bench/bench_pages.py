@@ -30,7 +30,11 @@ def main() -> None:
             context.close()
             name = source.relative_to(DOCS).with_suffix("").as_posix()
             totals[name] = sum(weight.values())
-            print(f"   {name:{width}} " + " ".join(f"{weight[c] / 1024:6.1f}K" for c in columns) + f" {totals[name] / 1024:7.1f}K")
+            print(
+                f"   {name:{width}} "
+                + " ".join(f"{weight[c] / 1024:6.1f}K" for c in columns)
+                + f" {totals[name] / 1024:7.1f}K"
+            )
     if not totals:
         print("   no recipe pages")
         return

@@ -20,7 +20,7 @@ import tempfile
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy_cookbook._pyodide_assets import fetch
+from cookbook_site.pyodide_assets import fetch
 from tests.browser.site import CHROMIUM_ARGS, DOCS, ROOT, chromium_path, html_name, recipe_sources, served_site
 
 if TYPE_CHECKING:
@@ -109,14 +109,21 @@ def _measure(playwright: Playwright, url: str) -> None:
             finally:
                 context.close()
     verdict = "ok" if min(cold) <= TARGET else f"over the {TARGET} s target"
-    print(f"   cold cache: {min(cold):.2f} s best, {statistics.median(cold):.2f} s median of {ROUNDS} "
-          f"(target <= {TARGET} s: {verdict})")
+    print(
+        f"   cold cache: {min(cold):.2f} s best, {statistics.median(cold):.2f} s median of {ROUNDS} "
+        f"(target <= {TARGET} s: {verdict})"
+    )
     print("      on the way: " + "; ".join(f"{ms / 1000:.2f} s {text}" for ms, text in steps[:-1]))
-    print(f"   warm cache: {min(warm):.2f} s best, {statistics.median(warm):.2f} s median of {ROUNDS} (the page opened again)")
+    print(
+        f"   warm cache: {min(warm):.2f} s best, {statistics.median(warm):.2f} s median of {ROUNDS} "
+        "(the page opened again)"
+    )
     total = sum(cold_sizes.values())
     parts = ", ".join(f"{kind} {size / 1e6:.2f} MB" for kind, size in sorted(cold_sizes.items(), key=lambda kv: -kv[1]))
-    print(f"   fetched by the first Run: {total / 1e6:.2f} MB cold ({parts}); "
-          f"{sum(warm_sizes.values()) / 1e6:.2f} MB warm")
+    print(
+        f"   fetched by the first Run: {total / 1e6:.2f} MB cold ({parts}); "
+        f"{sum(warm_sizes.values()) / 1e6:.2f} MB warm"
+    )
 
 
 def main() -> None:
@@ -126,8 +133,10 @@ def main() -> None:
 
     with served_site() as (site, server), sync_playwright() as playwright:
         assets = sorted((site / "_pyodide").glob("*/*"))
-        print(f"   page {html_name(source)}, Run of its first block; {len(assets)} Pyodide assets, "
-              f"{sum(p.stat().st_size for p in assets) / 1e6:.1f} MB on disk; served on {server.host}")
+        print(
+            f"   page {html_name(source)}, Run of its first block; {len(assets)} Pyodide assets, "
+            f"{sum(p.stat().st_size for p in assets) / 1e6:.1f} MB on disk; served on {server.host}"
+        )
         _measure(playwright, server.url + html_name(source))
 
 

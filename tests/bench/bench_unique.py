@@ -17,16 +17,20 @@ import multiprocessing
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, create_engine, event, func, select
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from cookbook_site.page import BACKENDS
 from sqlalchemy_cookbook import UniqueObject
-from tests.backends import NAMES, Backend, BackendError
-from tests.statements import statements
+from tests.harness.backends import Backend, BackendError
+from tests.library.statements import statements
+
+if TYPE_CHECKING:  # ForkContext exists only where fork does (not on Windows)
+    from multiprocessing.context import ForkContext, SpawnContext
 
 WORKERS, CALLS, KEYS = 8, 25, 5
 BULK_SIZES = (10, 100, 1000, 10_000)
@@ -149,8 +153,11 @@ def race(engine: Engine, url: URL, how: str, recipe: str) -> str:
                 thread.join()
         outcomes.append((sum(s.startswith("INSERT") for s in sent), []))
     else:
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        context: ForkContext | SpawnContext
+        if "fork" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("fork")
+        else:
+            context = multiprocessing.get_context("spawn")
         barrier = context.Barrier(WORKERS)
         results = context.Queue()
         text = url.render_as_string(hide_password=False)
@@ -176,7 +183,7 @@ def race(engine: Engine, url: URL, how: str, recipe: str) -> str:
 
 
 def main() -> None:
-    for name in NAMES:
+    for name in BACKENDS:
         backend = Backend.from_name(name)
         try:
             version = backend.check()

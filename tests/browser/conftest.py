@@ -17,7 +17,7 @@ from tests.browser import site
 from tests.browser.site import Server, Watch
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext
+    from playwright.sync_api import Browser, BrowserContext, ViewportSize
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +68,7 @@ def context(browser: Browser, server: Server) -> Iterator[BrowserContext]:
 def watch(context: BrowserContext, server: Server) -> Callable[..., Watch]:
     """Opens a new tab in the test's profile, watched for errors and off-site requests."""
 
-    def open_tab(viewport: dict[str, int] | None = None) -> Watch:
+    def open_tab(viewport: ViewportSize | None = None) -> Watch:
         page = context.new_page()
         if viewport:
             page.set_viewport_size(viewport)

@@ -10,14 +10,17 @@ exists, else the first recipe page).  The site is built into a temporary folder 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from tests.browser.site import DOCS, ROOT, Watch, chromium, html_name, missing, recipe_sources, served_site
 
 OUT = ROOT / "_build" / "screenshots"
 DEFAULT = "transactions/delete-reinsert"
 
-SHOTS = {
+if TYPE_CHECKING:
+    from playwright.sync_api import ViewportSize
+
+SHOTS: dict[str, tuple[ViewportSize, Literal["light", "dark"]]] = {
     "light": ({"width": 1280, "height": 900}, "light"),
     "dark": ({"width": 1280, "height": 900}, "dark"),
     "375px": ({"width": 375, "height": 740}, "light"),
@@ -38,7 +41,7 @@ def main() -> None:
     stem = source.relative_to(DOCS).with_suffix("").as_posix().replace("/", "-")
     with served_site() as (_, server), chromium() as (_, browser):
         for label, (viewport, theme) in SHOTS.items():
-            context = browser.new_context(viewport=viewport, color_scheme=theme)  # type: ignore[arg-type]
+            context = browser.new_context(viewport=viewport, color_scheme=theme)
             context.add_init_script(f"localStorage.setItem('theme', '{theme}')")
             tab = Watch(context.new_page(), server)
             tab.goto(html_name(source))

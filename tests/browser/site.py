@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from cookbook_site import page as page_model
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, Response
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-RECIPE_GROUPS = ("transactions", "querying", "relationships")
 
 # Chromium as Debian ships it; Playwright drives it, and never downloads a browser of its own.
 CHROMIUM_ENV = "COOKBOOK_CHROMIUM"
@@ -45,13 +46,8 @@ CHROMIUM_ARGS = [
 
 
 def recipe_sources() -> list[Path]:
-    """Every recipe page's Markdown source (each .md under the recipe folders), in order."""
-    return sorted(
-        p
-        for group in RECIPE_GROUPS
-        for p in (DOCS / group).rglob("*.md")
-        if not any(part.startswith("_") for part in p.relative_to(DOCS).parts)
-    )
+    """Every recipe page's Markdown source, in order (the page model decides which are recipes)."""
+    return page_model.recipe_pages(DOCS)
 
 
 def html_name(source: Path) -> str:
@@ -146,7 +142,7 @@ def chromium_path() -> str | None:
 def missing() -> str | None:
     """Why the browser tests cannot run here, with how to fix it; None when they can."""
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api  # noqa: F401 - imported only to learn whether it is installed
     except ImportError:
         return "the Python package 'playwright' is not installed: run `make` (it installs requirements.txt into .venv)"
     if chromium_path() is None:

@@ -1,18 +1,16 @@
 """Run, in the reader's browser: every runnable example of every recipe page, executed by Pyodide in a
 headless Chromium against the built site, and checked against what the page shows.
 
-The expectations are the Sybil run's own: the examples come from
-:func:`~sqlalchemy_cookbook._recipe_script.page_examples` (the page read with the harness's Sybil
-parsers), and each doctest's output is compared with Sybil's ``OutputChecker`` and the harness's
-option flags, as the tests compare it on the server.  A difference is reported with its page and
+The expectations are the Sybil run's own: the examples come from the page model
+(:mod:`cookbook_site.page`, the reading the harness runs), and each doctest's output is compared
+by :meth:`~cookbook_site.page.Example.matches` (Sybil's ``OutputChecker`` with the example's
+option flags), as the tests compare it on the server.  A difference is reported with its page and
 line, what the page shows and what the browser printed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import doctest
-import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -20,12 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sybil.evaluators.doctest import OutputChecker
 
-from sqlalchemy_cookbook._recipe_script import Example, page_examples
-from sqlalchemy_cookbook._runner import runner_blocks, unavailable
+from cookbook_site import page as page_model
+from cookbook_site.page import Example
+from cookbook_site.run import STATIC, runner_blocks, unavailable
 from tests.browser.site import DOCS, Server, Watch, html_name, recipe_sources
-from tests.pages import DOCTEST_FLAGS
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -94,10 +91,6 @@ def _results(page: Page) -> dict[int, dict[str, Any]]:
     return {r["line"]: r for r in found}
 
 
-_checker = OutputChecker()
-_options = doctest.DocTestParser()
-
-
 def expectation_problem(example: Example, result: dict[str, Any] | None) -> str | None:
     """None if the browser's result for an example passes the Sybil run's check; else what differs."""
     where = f"line {example.line}"
@@ -107,29 +100,32 @@ def expectation_problem(example: Example, result: dict[str, Any] | None) -> str 
         if result["exception"]:
             return f"{where}: the block raised in the browser:\n{result['traceback']}{result['exception']}"
         return None
-    flags = DOCTEST_FLAGS
-    find_options = getattr(_options, "_find_options")  # doctest's own reading of `# doctest:` directives
-    for option, on in find_options(example.source, "page", example.line).items():
-        flags = flags | option if on else flags & ~option
     if example.exc_msg is not None:
         got = result["exception"]
         if got is None:
-            return f"{where}: the page shows the exception\n{example.exc_msg}but the browser raised none and printed\n{result['got']}"
-        if not _checker.check_output(example.exc_msg, got, flags):
+            return (
+                f"{where}: the page shows the exception\n{example.exc_msg}"
+                f"but the browser raised none and printed\n{result['got']}"
+            )
+        if not page_model.output_matches(example.exc_msg, got, example.flags):
             return f"{where}: the page shows the exception\n{example.exc_msg}but the browser raised\n{got}"
         return None
     if result["exception"]:
-        return f"{where}: the page shows\n{example.want}but the browser raised\n{result['traceback']}{result['exception']}"
-    if not _checker.check_output(example.want, result["got"], flags):
+        return (
+            f"{where}: the page shows\n{example.want}but the browser raised\n{result['traceback']}{result['exception']}"
+        )
+    if not example.matches(result["got"]):
         return f"{where}: the page shows\n{example.want}but the browser printed\n{result['got']}"
     return None
 
 
 @pytest.mark.parametrize("source", RECIPES, ids=page_id)
-def test_every_example_runs_in_the_browser_as_the_page_shows(source: Path, shared: BrowserContext, server: Server) -> None:
+def test_every_example_runs_in_the_browser_as_the_page_shows(
+    source: Path, shared: BrowserContext, server: Server
+) -> None:
     """Run is pressed under each runnable block, in page order; every example the tests run on
     SQLite (hidden checks too) ran in the browser and printed what the page shows."""
-    examples = page_examples(source)
+    examples = page_model.read(source).examples
     visible, runs = runner_blocks(examples)
     tab = Watch(shared.new_page(), server)
     try:
@@ -137,7 +133,7 @@ def test_every_example_runs_in_the_browser_as_the_page_shows(source: Path, share
         page = tab.page
         bars = _bars(page)
         assert len(visible) == len(bars), "the page has another number of Run bars than Python blocks"
-        for index, (bar, expected) in enumerate(zip(bars, visible)):
+        for index, (bar, expected) in enumerate(zip(bars, visible, strict=False)):
             assert bar["runnable"] == ("run" in expected), f"bar {index}: {bar}"
             if "why" in expected:
                 assert bar["disabled"] and expected["why"] == bar["note"]
@@ -157,7 +153,9 @@ def test_every_example_runs_in_the_browser_as_the_page_shows(source: Path, share
         ran = {block["block"] for block in runs}
         left_out = [e.line for e in examples if e.runs_on("sqlite") and e.block not in ran]
         assert [] == left_out, f"examples the tests run that the browser cannot: lines {left_out}"
-        assert [] == problems, f"{page_id(source)}: the browser's run differs from the page:\n\n" + "\n\n".join(problems)
+        assert [] == problems, f"{page_id(source)}: the browser's run differs from the page:\n\n" + "\n\n".join(
+            problems
+        )
         assert [] == tab.problems
     finally:
         tab.page.close()
@@ -183,8 +181,15 @@ def test_nothing_of_python_loads_before_the_first_run(watch: Open) -> None:
     _run(tab.page, first, START_TIMEOUT_MS)
     tab.settle()
     fetched = {r.url.split("?")[0].rpartition("/")[2] for r in tab.responses}
-    assert {"session.mjs", "worker.mjs", "cookbook_runner.py", "pyodide.mjs", "pyodide.asm.wasm", "python_stdlib.zip",
-            "pyodide-lock.json"} <= fetched
+    assert {
+        "session.mjs",
+        "worker.mjs",
+        "cookbook_runner.py",
+        "pyodide.mjs",
+        "pyodide.asm.wasm",
+        "python_stdlib.zip",
+        "pyodide-lock.json",
+    } <= fetched
     assert any(name.startswith("sqlalchemy-") and name.endswith(".whl") for name in fetched)
     assert [] == tab.problems
 
@@ -204,9 +209,13 @@ def test_edit_a_block_and_run_it_again(watch: Open) -> None:
     bar.locator(".cookbook-edit-button").click()
     editor = page.locator("textarea.cookbook-editor")
     editor.wait_for()
-    assert not page.locator("div.highlight-python").nth(second).is_visible(), "the page's code still shows beside the editor"
+    assert not page.locator("div.highlight-python").nth(second).is_visible(), (
+        "the page's code still shows beside the editor"
+    )
     assert ">>>" not in editor.input_value(), "the editor holds code, without prompts"
-    editor.fill('print("edited", 6 * 7)\nsorted(k for k in globals() if k[0].isupper())[:3]\n1 / 0\n"after the error"\n')
+    editor.fill(
+        'print("edited", 6 * 7)\nsorted(k for k in globals() if k[0].isupper())[:3]\n1 / 0\n"after the error"\n'
+    )
     _run(page, second)
     output = bar.locator("xpath=following-sibling::div[contains(@class, 'cookbook-output')][1]")
     results = output.locator(".cookbook-result").evaluate_all(
@@ -258,7 +267,7 @@ def test_server_tabs_say_run_uses_sqlite() -> None:
     source = _first_tabbed_recipe()
     if source is None:
         pytest.skip("no recipe page has a PostgreSQL tab yet")
-    visible, _ = runner_blocks(page_examples(source))
+    visible, _ = runner_blocks(page_model.read(source).examples)
     notes = [entry["why"] for entry in visible if "why" in entry]
     assert any(n.startswith("PostgreSQL only") for n in notes)
     assert all("SQLite" in n for n in notes if n.startswith(("PostgreSQL", "MariaDB")))
@@ -280,7 +289,7 @@ def test_without_javascript_the_page_is_unchanged(browser: Browser, server: Serv
         page = context.new_page()
         page.goto(server.url + html_name(RECIPES[0]))
         assert 0 == page.locator(".cookbook-runbar, .cookbook-output").count()
-        examples = page_examples(RECIPES[0])
+        examples = page_model.read(RECIPES[0]).examples
         assert len({e.block for e in examples if e.visible}) == page.locator("div.highlight-python").count()
     finally:
         context.close()
@@ -308,8 +317,20 @@ def test_wasm_served_with_the_wrong_type_is_reported(context: BrowserContext, se
 
 
 def _example(line: int, block: int, source: str, backend: str | None = None, kind: str = "code") -> Example:
-    given: dict[str, Any] = {"line": line, "kind": kind, "source": source, "want": "", "exc_msg": None, "block": block,
-             "block_line": line, "visible": True, "backend": backend, "skip": None}
+    given: dict[str, Any] = {
+        "start": line,
+        "line": line,
+        "kind": kind,
+        "source": source,
+        "want": "",
+        "exc_msg": None,
+        "options": (),
+        "block": block,
+        "block_line": line,
+        "visible": True,
+        "backend": backend,
+        "skip": None,
+    }
     fields: dict[str, Any] = {f.name: given.get(f.name) for f in dataclasses.fields(Example)}
     return Example(**fields)
 
@@ -346,7 +367,7 @@ def test_unavailable(source: str, reason: str | None) -> None:
 
 # --- The browser's runner, on this Python ----------------------------------------------------------
 
-RUNNER_PY = Path(__file__).resolve().parents[2] / "docs" / "_static" / "runner" / "cookbook_runner.py"
+RUNNER_PY = STATIC / "runner" / "cookbook_runner.py"
 
 _ON_CPYTHON = r"""
 import json, sys
@@ -354,12 +375,12 @@ from dataclasses import asdict
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import cookbook_runner
-from sqlalchemy_cookbook._recipe_script import page_examples
-from sqlalchemy_cookbook._runner import runner_blocks
+from cookbook_site import page as page_model
+from cookbook_site.run import runner_blocks
 
 report = {}
 for path in sys.argv[2:]:
-    _, runs = runner_blocks(page_examples(path))
+    _, runs = runner_blocks(page_model.read(path).examples)
     cookbook_runner.start(Path(path).name)
     for block in runs:
         result = json.loads(cookbook_runner.run_block(json.dumps(block)))
@@ -378,7 +399,10 @@ def test_the_runner_agrees_with_sybil_on_this_python(tmp_path: Path) -> None:
 
     done = subprocess.run(
         [sys.executable, "-c", _ON_CPYTHON, str(RUNNER_PY.parent), *map(str, RECIPES)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert 0 == done.returncode, done.stderr[-3000:]
     statuses = json.loads(done.stdout.strip().splitlines()[-1])
@@ -386,44 +410,10 @@ def test_the_runner_agrees_with_sybil_on_this_python(tmp_path: Path) -> None:
     assert {} == {where: status for where, status in statuses.items() if status not in ("match", "ran", "skipped")}
 
 
-def _runner_module() -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("cookbook_runner_under_test", RUNNER_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Importing the runner adds its SQL-log handler (meant for the browser's Python); without
-    # this, every later test in the process would print each SQL line twice.
-    engine_log = logging.getLogger("sqlalchemy.engine.Engine")
-    handlers = list(engine_log.handlers)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        engine_log.handlers[:] = handlers
-    return module
-
-
-@pytest.mark.parametrize(
-    ("want", "got"),
-    [
-        ("['Ada']\n", "['Ada']\n"),
-        ("['Ada']\n", "['Ada', 'Grace']\n"),
-        ("BEGIN (implicit)\n[...] ('x',)\n", "BEGIN (implicit)\n[generated in 0.00012s] ('x',)\n"),
-        ("a  \nb\n", "a\nb   \n"),
-        ("a ...\n", "a\n"),
-        ("<BLANKLINE>\nx\n", "\nx\n"),
-        ("1\n", "True\n"),
-        ("x\n...\n", "x\n"),
-        ("...", "anything"),
-    ],
-)
-def test_the_runners_comparison_is_sybils(want: str, got: str) -> None:
-    runner = _runner_module()
-    assert _checker.check_output(want, got, DOCTEST_FLAGS) == runner.output_matches(want, got)
-
-
 def test_a_difference_names_the_line_and_both_outputs() -> None:
-    example = dataclasses.replace(_example(40, 1, "session.scalars(select(User.name)).all()\n", kind="doctest"), want="['Ada']\n")
+    example = dataclasses.replace(
+        _example(40, 1, "session.scalars(select(User.name)).all()\n", kind="doctest"), want="['Ada']\n"
+    )
     result = {"got": "['Ada', 'Grace']\n", "exception": None, "traceback": ""}
     problem = expectation_problem(example, result)
     assert problem is not None and problem.startswith("line 40:") and "['Ada', 'Grace']" in problem

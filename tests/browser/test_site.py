@@ -18,17 +18,21 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from sqlalchemy_cookbook._recipe_script import Example, output_problem, page_examples
+from cookbook_site import page as page_model
+from cookbook_site.downloads import output_problem
+from cookbook_site.page import Example
+from cookbook_site.run import STATIC
 from tests.browser.site import DOCS, ROOT, Server, Watch, html_name, recipe_sources
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Page, ViewportSize
 
 RECIPES = recipe_sources()
 BACKENDS = ("sqlite", "postgresql", "mariadb")
-MOBILE = {"width": 375, "height": 740}
+MOBILE: ViewportSize = {"width": 375, "height": 740}
 BUDGET = 250 * 1024  # bytes a recipe page may load, all kinds together, before anything on demand
-PASTE_RUNNER = Path(__file__).with_name("paste_runner.py")
+#: The browser's runner, which runs on CPython too: here it pastes blocks as a reader would.
+PASTE_RUNNER = STATIC / "runner" / "cookbook_runner.py"
 
 Open = Callable[..., Watch]
 
@@ -64,18 +68,17 @@ def recipe(name: str) -> Path | None:
 def site_pages() -> list[str]:
     """Every HTML page a build of docs/ writes (the 404 page and the index and search pages too)."""
     pages = ["index.html", "search.html", "genindex.html", "404.html"]
-    for path in sorted(DOCS.rglob("*.md")):
-        if not any(part.startswith("_") for part in path.relative_to(DOCS).parts):
-            name = path.relative_to(DOCS).with_suffix(".html").as_posix()
-            if name not in pages:
-                pages.append(name)
+    for path in page_model.pages(DOCS):
+        name = path.relative_to(DOCS).with_suffix(".html").as_posix()
+        if name not in pages:
+            pages.append(name)
     return pages
 
 
 def built_examples(built: Path, source: Path) -> list[Example]:
     """A page's examples, read from the copy of its source the build kept (as the site shows it)."""
     copy = built / "_sources" / f"{source.relative_to(DOCS).as_posix()}.txt"
-    return page_examples(source, text=copy.read_text(encoding="utf-8"))
+    return list(page_model.read(source, text=copy.read_text(encoding="utf-8")).examples)
 
 
 def title_of(page: Page) -> str:
@@ -149,7 +152,9 @@ def test_navigation_drawer_on_a_phone(watch: Open, server: Server) -> None:
     tab.goto("index.html")
     target = html_name(RECIPES[-1])
     link = tab.page.locator(f'.sidebar-drawer a.reference[href$="{target}"]').first
-    on_screen = "e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.left >= 0 && r.right <= innerWidth; }"
+    on_screen = (
+        "e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.left >= 0 && r.right <= innerWidth; }"
+    )
     assert not link.evaluate(on_screen), "the navigation is on screen before the menu button is pressed"
     tab.page.locator('.mobile-header label[for="__navigation"]').click()
     link.element_handle().wait_for_element_state("stable")
@@ -200,7 +205,9 @@ def test_404_page(watch: Open, server: Server) -> None:
     assert page.evaluate("getComputedStyle(document.querySelector('.sidebar-drawer')).display") != "inline"
     expected_404 = f"HTTP 404: {server.url}{missing}"
     assert expected_404 in tab.problems
-    others = [p for p in tab.problems if p != expected_404 and not p.startswith("console error: Failed to load resource")]
+    others = [
+        p for p in tab.problems if p != expected_404 and not p.startswith("console error: Failed to load resource")
+    ]
     assert [] == others
     tab.problems.clear()
     page.locator(".sidebar-brand").first.click()
@@ -296,7 +303,11 @@ def test_copy_buttons_copy_runnable_code(source: Path, watch: Open, built: Path,
             _choose(page, backend)
             assert {backend} == set(_chosen(page)), f"choosing {backend} did not switch every backend tab-set"
         first = next(
-            (i for i, examples in enumerate(blocks) if examples[0].backend in (None, backend) and shown.nth(i).is_visible()),
+            (
+                i
+                for i, examples in enumerate(blocks)
+                if examples[0].backend in (None, backend) and shown.nth(i).is_visible()
+            ),
             None,
         )
         if first is not None:
@@ -306,7 +317,7 @@ def test_copy_buttons_copy_runnable_code(source: Path, watch: Open, built: Path,
     runs = [i for i, examples in enumerate(blocks) if any(e.runs_on("sqlite") for e in examples)]
     (tmp_path / "blocks.json").write_text(json.dumps([copied[i] for i in runs]))
     done = subprocess.run(
-        [sys.executable, str(PASTE_RUNNER), "blocks.json", "raised.json"],
+        [sys.executable, str(PASTE_RUNNER), "paste", "blocks.json", "raised.json"],
         cwd=tmp_path,
         env={k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "COOKBOOK_"))},
         stdin=subprocess.DEVNULL,
@@ -323,9 +334,9 @@ def test_copy_buttons_copy_runnable_code(source: Path, watch: Open, built: Path,
             for e in blocks[index]
             if e.exc_msg is not None and e.runs_on("sqlite")
         }
-        got = {r["error"] for r in raised if r["block"] == position}
-        assert shows == got, (
-            f"line {blocks[index][0].line}: pasted, the block raised {sorted(got) or 'nothing'}; "
+        pasted = {r["error"] for r in raised if r["block"] == position}
+        assert shows == pasted, (
+            f"line {blocks[index][0].line}: pasted, the block raised {sorted(pasted) or 'nothing'}; "
             f"the page shows {sorted(shows) or 'no error'}\n{done.stdout[-3000:]}"
         )
     assert_clean(tab)
@@ -392,20 +403,44 @@ def test_search_for_the_question_finds_its_page_first(source: Path, watch: Open,
 # Each entry of the seeds, as its heading is worded there (straight quotes, as a reader types).
 SEED_QUESTIONS = [
     ("Deleting and re-inserting a record in SQLAlchemy in the same transaction", "transactions/delete-reinsert"),
-    ("I'm re-loading data with my Session but it isn't seeing changes that I committed elsewhere", "transactions/stale-reads"),
-    ("This Session's transaction has been rolled back due to a previous exception during flush.", "transactions/pending-rollback"),
+    (
+        "I'm re-loading data with my Session but it isn't seeing changes that I committed elsewhere",
+        "transactions/stale-reads",
+    ),
+    (
+        "This Session's transaction has been rolled back due to a previous exception during flush.",
+        "transactions/pending-rollback",
+    ),
     ("But why does flush() insist on issuing a ROLLBACK?", "transactions/why-flush-rolls-back"),
-    ("But why isn't the one automatic call to ROLLBACK enough? Why must I ROLLBACK again?", "transactions/why-rollback-again"),
+    (
+        "But why isn't the one automatic call to ROLLBACK enough? Why must I ROLLBACK again?",
+        "transactions/why-rollback-again",
+    ),
     ("How do I make a Query that always adds a certain filter to every query?", "querying/always-filtered-query"),
-    ("I've created a mapping against an Outer Join, and while the query returns rows, no objects are returned. Why not?", "querying/outer-join-mapping"),
-    ("I'm using joinedload() or lazy=False to create a JOIN/OUTER JOIN and SQLAlchemy is not constructing the correct query when I try to add a WHERE, ORDER BY, LIMIT, etc.", "querying/joinedload-filtering"),
+    (
+        "I've created a mapping against an Outer Join, and while the query returns rows, no objects are returned. Why not?",
+        "querying/outer-join-mapping",
+    ),
+    (
+        "I'm using joinedload() or lazy=False to create a JOIN/OUTER JOIN and SQLAlchemy is not constructing the correct query when I try to add a WHERE, ORDER BY, LIMIT, etc.",
+        "querying/joinedload-filtering",
+    ),
     ("Query has no __len__(), why not?", "querying/query-has-no-len"),
     ("How Do I use Textual SQL with ORM Queries?", "querying/textual-sql"),
-    ("I'm calling Session.delete(myobject) and it isn't removed from the parent collection!", "relationships/delete-from-collection"),
+    (
+        "I'm calling Session.delete(myobject) and it isn't removed from the parent collection!",
+        "relationships/delete-from-collection",
+    ),
     ("why isn't my __init__() called when I load objects?", "relationships/init-not-called"),
     ("how do I use ON DELETE CASCADE with SA's ORM?", "relationships/on-delete-cascade"),
-    ('I set the "foo_id" attribute on my instance to "7", but the "foo" attribute is still None - shouldn\'t it have loaded Foo with id #7?', "relationships/set-foreign-key-load-relationship"),
-    ("Is there a way to automagically have only unique keywords (or other kinds of objects) without doing a query for the keyword and getting a reference to the row containing that keyword?", "relationships/unique-object"),
+    (
+        'I set the "foo_id" attribute on my instance to "7", but the "foo" attribute is still None - shouldn\'t it have loaded Foo with id #7?',
+        "relationships/set-foreign-key-load-relationship",
+    ),
+    (
+        "Is there a way to automagically have only unique keywords (or other kinds of objects) without doing a query for the keyword and getting a reference to the row containing that keyword?",
+        "relationships/unique-object",
+    ),
 ]
 
 
@@ -459,7 +494,7 @@ def script_runs(built: Path) -> dict[Path, subprocess.CompletedProcess[str]]:
 
     scripts = sorted((built / "_recipes").rglob("*.py"))
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        return dict(zip(scripts, pool.map(run, scripts)))
+        return dict(zip(scripts, pool.map(run, scripts), strict=False))
 
 
 @pytest.mark.parametrize("source", RECIPES, ids=page_id)
@@ -488,4 +523,3 @@ def test_download_this_recipe(
 def test_there_are_recipe_pages() -> None:
     assert RECIPES, f"no recipe pages under {DOCS}"
     assert ROOT.joinpath("conf.py").exists()
-

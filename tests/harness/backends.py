@@ -29,7 +29,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 
-from sqlalchemy_cookbook._tabs import BACKENDS as NAMES
+from cookbook_site.page import BACKENDS as NAMES
 
 DEFAULT_URLS = {
     "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
@@ -209,9 +209,7 @@ def write_record(path: Path, backends: list[Backend], failed: list[str]) -> None
     """What this run verified, for the landing page (read by the site at build time)."""
     record = {
         "runtime": runtime_versions(),
-        "backends": {
-            b.name: {"version": b.version, "passed": b.name not in failed} for b in backends
-        },
+        "backends": {b.name: {"version": b.version, "passed": b.name not in failed} for b in backends},
         "argv": sys.argv[1:],
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,13 +5,14 @@ points every ``create_engine()`` the page makes at the page's own scratch databa
 backend under test, and runs the example in the page's own temporary directory (so a
 ``sqlite:///relative.db`` file lands there and is removed with it).
 
-Blocks inside a backend tab (a sphinx-design ``tab-item`` with ``:sync: postgresql``) run on
-that backend only; elsewhere they are reported as skipped, with the reason.
+What runs is the page model's decision (:mod:`cookbook_site.page`, the reading the downloads and
+Run use too): blocks inside a backend tab (a sphinx-design ``tab-item`` with ``:sync:
+postgresql``) run on that backend only, and a ``% skip:`` line skips what follows it; either is
+reported as skipped, with the reason, at the page's line.  Sybil parses and evaluates the rest.
 """
 
 from __future__ import annotations
 
-import doctest
 import os
 import shutil
 import tempfile
@@ -28,13 +29,13 @@ from sqlalchemy.orm import close_all_sessions
 from sybil import Document, Example, Region, Sybil
 from sybil.document import PythonDocStringDocument
 from sybil.integration.pytest import pytest_integration
-from sybil.parsers import myst, rest
+from sybil.parsers import rest
 
-from sqlalchemy_cookbook._tabs import backend_tabs
-from tests.backends import Backend
-from tests.plugin import BackendPlugin, register
+from cookbook_site import page as page_model
+from tests.harness.backends import Backend
+from tests.harness.plugin import BackendPlugin, register
 
-DOCTEST_FLAGS = doctest.ELLIPSIS
+DOCTEST_FLAGS = page_model.DOCTEST_FLAGS
 RUN_KEY = "__cookbook_run__"
 
 _real_create_engine = sqlalchemy.create_engine
@@ -83,14 +84,16 @@ def create_engine(url: Any, **kwargs: Any) -> Engine:
 
 
 def install_create_engine() -> None:
-    sqlalchemy.create_engine = create_engine  # type: ignore[assignment]
-    sqlalchemy.engine.create_engine = create_engine  # type: ignore[assignment]
+    sqlalchemy.create_engine = create_engine
+    sqlalchemy.engine.create_engine = create_engine
 
 
 class Active:
     """Wraps an example's evaluator: the page's backend and directory are in force while it runs."""
 
-    def __init__(self, inner: Callable[[Example], Any]) -> None:
+    def __init__(self, inner: Callable[[Example], Any] | None) -> None:
+        if inner is None:
+            raise ValueError("a region without an evaluator: nothing to run")
         self.inner = inner
 
     def __call__(self, example: Example) -> Any:
@@ -106,32 +109,44 @@ class Active:
             _active = None
 
 
-class OnlyOn:
-    """The evaluator of a block that belongs to another backend's tab."""
+class Skipped:
+    """The evaluator of an example that does not run on this backend (another tab, or a skip)."""
 
-    def __init__(self, backend: str, running: str) -> None:
-        self.reason = f"{backend} tab: runs on {backend} only (this run: {running})"
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
     def __call__(self, example: Example) -> None:
-        # Reported at the page and line of the block, not at this file.
+        # Reported at the page and line of the example, not at this file.
         raise pytest.skip.Exception(self.reason, _use_item_location=True)
 
 
-class BackendAware:
-    """Runs a Sybil parser's regions with the page's backend in force; other tabs skip."""
+class PageModelParser:
+    """Sybil's regions for a page's examples, run or skipped as the page model says for ``backend``."""
 
-    def __init__(self, parser: Callable[[Document], Iterable[Region]], backend: str) -> None:
-        self.parser = parser
+    def __init__(self, backend: str) -> None:
         self.backend = backend
 
     def __call__(self, document: Document) -> Iterator[Region]:
-        tabs = backend_tabs(document.text, document.path)
+        try:
+            page = page_model.read(document.path, document.text)
+        except page_model.PageError as exc:
+            raise ValueError(str(exc)) from None
+        for parser in page_model.parsers():
+            for region in parser(document):
+                reason = page.at(region.start).skip_reason(self.backend)
+                region.evaluator = Skipped(reason) if reason is not None else Active(region.evaluator)
+                yield region
+
+
+class Everywhere:
+    """Runs a Sybil parser's regions with the page's backend in force (docstrings have no tabs)."""
+
+    def __init__(self, parser: Callable[[Document], Iterable[Region]]) -> None:
+        self.parser = parser
+
+    def __call__(self, document: Document) -> Iterator[Region]:
         for region in self.parser(document):
-            owner = next((name for s, e, name in tabs if s <= region.start < e), None)
-            if owner is not None and owner != self.backend:
-                region.evaluator = OnlyOn(owner, self.backend)
-            else:
-                region.evaluator = Active(region.evaluator)
+            region.evaluator = Active(region.evaluator)
             yield region
 
 
@@ -152,16 +167,13 @@ def _teardown(namespace: dict[str, Any]) -> None:
 
 
 def page_parsers(backend: str) -> list[Callable[[Document], Iterable[Region]]]:
-    return [
-        BackendAware(myst.PythonCodeBlockParser(doctest_optionflags=DOCTEST_FLAGS), backend),
-        myst.SkipParser(),
-    ]
+    return [PageModelParser(backend)]
 
 
 def docstring_parsers(backend: str) -> list[Callable[[Document], Iterable[Region]]]:
     return [
-        BackendAware(rest.DocTestParser(optionflags=DOCTEST_FLAGS), backend),
-        BackendAware(rest.PythonCodeBlockParser(), backend),
+        Everywhere(rest.DocTestParser(optionflags=DOCTEST_FLAGS)),
+        Everywhere(rest.PythonCodeBlockParser()),
         rest.SkipParser(),
     ]
 
@@ -189,7 +201,7 @@ def sybils(plugin: BackendPlugin, path: str, kind: str) -> list[Sybil]:
                     parsers=docstring_parsers(backend.name),
                     path=path,
                     patterns=["*.py"],
-                    excludes=["_*.py", "conftest.py"],
+                    excludes=["conftest.py"],
                     document_types={".py": PythonDocStringDocument},
                     setup=_setup(backend),
                     teardown=_teardown,

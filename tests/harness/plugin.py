@@ -9,29 +9,31 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Generator
+from typing import TextIO, cast
 
 import pytest
 
-from tests.backends import Backend, BackendError, selected_names, summary_line, write_record
+from tests.harness.backends import Backend, BackendError, selected_names, summary_line, write_record
 
 NAME = "cookbook-backends"
 RECORD = "_build/verified.json"
 SUMMARY = "_build/backends.txt"
 
 
-class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StdoutHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stdout`` is at the time, so doctest captures the SQL log."""
 
     def __init__(self) -> None:
         super().__init__()
         self.setFormatter(logging.Formatter("%(message)s"))
 
-    @property  # type: ignore[override]
-    def stream(self):  # noqa: ANN201
+    @property
+    def stream(self) -> TextIO:
         return sys.stdout
 
     @stream.setter
-    def stream(self, value) -> None:  # noqa: ANN001
+    def stream(self, value: TextIO) -> None:
         pass
 
 
@@ -70,7 +72,9 @@ class BackendPlugin:
         return None
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):  # noqa: ANN201
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         # Sybil's own `% skip:` raises unittest.SkipTest; report it at the page's line, not pytest's.
         example = getattr(item, "example", None)
@@ -118,4 +122,4 @@ def register(config: pytest.Config) -> BackendPlugin:
     if plugin is None:
         plugin = BackendPlugin(config)
         config.pluginmanager.register(plugin, NAME)
-    return plugin  # type: ignore[no-any-return]
+    return cast(BackendPlugin, plugin)

@@ -8,10 +8,11 @@ from sqlalchemy.engine import make_url
 from sybil import Document
 from sybil.example import SybilFailure
 
-from tests.backends import Backend, BackendError, selected_names, summary_line
-from tests.pages import OnlyOn, _setup, _teardown, page_parsers
+from cookbook_site import page as page_model
+from tests.harness.backends import Backend, BackendError, selected_names, summary_line
+from tests.harness.pages import _setup, _teardown, page_parsers
 
-EXEMPLAR = Path(__file__).parent.parent / "docs" / "transactions" / "delete-reinsert.md"
+EXEMPLAR = Path(__file__).resolve().parents[2] / "docs" / "transactions" / "delete-reinsert.md"
 
 
 def test_default_backend_is_sqlite() -> None:
@@ -28,7 +29,9 @@ def test_unknown_backend_lists_the_valid_ones() -> None:
     """A typo is an error that says what would have been accepted."""
     with pytest.raises(BackendError) as info:
         selected_names("sqlite postgres")
-    assert "unknown backend 'postgres' in COOKBOOK_BACKENDS; valid backends are: sqlite, postgresql, mariadb" == str(info.value)
+    assert "unknown backend 'postgres' in COOKBOOK_BACKENDS; valid backends are: sqlite, postgresql, mariadb" == str(
+        info.value
+    )
 
 
 def test_unreachable_backend_names_backend_and_url() -> None:
@@ -37,7 +40,9 @@ def test_unreachable_backend_names_backend_and_url() -> None:
     with pytest.raises(BackendError) as info:
         backend.check()
     first_line = str(info.value).splitlines()[0]
-    assert first_line.startswith("backend postgresql is unreachable at postgresql+psycopg://postgres@127.0.0.1:1/test: ")
+    assert first_line.startswith(
+        "backend postgresql is unreachable at postgresql+psycopg://postgres@127.0.0.1:1/test: "
+    )
 
 
 def test_summary_line_names_what_ran_and_what_did_not() -> None:
@@ -50,11 +55,10 @@ def test_summary_line_names_what_ran_and_what_did_not() -> None:
 
 def _outputs(path: Path) -> list[tuple[int, str]]:
     """(line, expected output) of every doctest example that runs on SQLite."""
-    document = Document.parse(str(path), *page_parsers("sqlite"))
     return [
-        (example.line, example.parsed.want)
-        for example in document.examples()
-        if getattr(example.parsed, "want", "") and not isinstance(example.region.evaluator, OnlyOn)
+        (example.line, example.want)
+        for example in page_model.read(path).examples
+        if example.want and example.runs_on("sqlite")
     ]
 
 

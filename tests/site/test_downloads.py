@@ -11,14 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sybil import Document
 
-from sqlalchemy_cookbook._recipe_script import Example, output_problem, page_examples, render_script
-from tests.pages import OnlyOn, page_parsers
+from cookbook_site import page as page_model
+from cookbook_site.downloads import output_problem, render_script
+from cookbook_site.page import Example
 
-DOCS = Path(__file__).parent.parent / "docs"
-RECIPE_GROUPS = ("transactions", "querying", "relationships")
-RECIPES = sorted(p for group in RECIPE_GROUPS for p in (DOCS / group).rglob("*.md") if not p.name.startswith("_"))
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+RECIPES = page_model.recipe_pages(DOCS)
 
 
 def page_id(path: Path) -> str:
@@ -26,7 +25,7 @@ def page_id(path: Path) -> str:
 
 
 def script_of(path: Path) -> tuple[list[Example], str]:
-    examples = page_examples(path)
+    examples = list(page_model.read(path).examples)
     return examples, render_script(examples, title="t", where=page_id(path))
 
 
@@ -52,7 +51,7 @@ def run_script(script: str) -> subprocess.CompletedProcess[str]:
 def runs() -> Iterator[dict[Path, subprocess.CompletedProcess[str]]]:
     """Every recipe page's script, run once, several at a time."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        done = dict(zip(RECIPES, pool.map(lambda p: run_script(script_of(p)[1]), RECIPES)))
+        done = dict(zip(RECIPES, pool.map(lambda p: run_script(script_of(p)[1]), RECIPES), strict=False))
     yield done
 
 
@@ -66,30 +65,13 @@ def test_script_runs_as_the_page_says(path: Path, runs: dict[Path, subprocess.Co
     assert problem is None, f"{page_id(path)}, {problem}"
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=page_id)
-def test_script_holds_what_the_harness_runs(path: Path) -> None:
-    """The script's examples are the harness's: same blocks, same lines, same tabs left out."""
-    document = Document.parse(str(path), *page_parsers("sqlite"))
-    harness = [(region.start, region.evaluator) for _, region in document.regions]
-    text = document.text
-    runnable = sorted(text.count("\n", 0, start) + 1 for start, ev in harness if not _is_skip_directive(ev))
-    other_tabs = sorted(text.count("\n", 0, start) + 1 for start, ev in harness if isinstance(ev, OnlyOn))
-    examples = page_examples(path)
-    assert runnable == [e.line for e in examples]
-    assert other_tabs == [e.line for e in examples if e.backend not in (None, "sqlite")]
-
-
-def _is_skip_directive(evaluator: object) -> bool:
-    return type(evaluator).__name__ == "Skipper"
-
-
 def test_there_are_recipe_pages() -> None:
     assert RECIPES, f"no recipe pages under {DOCS}"
 
 
 # --- How a page becomes a script, on a page made up for the purpose --------------------------
 
-PAGE = '''\
+PAGE = """\
 (recipe-made-up)=
 # Does the made-up page work?
 
@@ -160,12 +142,12 @@ input()
 def show():
     return "the page's own show()"
 ```
-'''
+"""
 
 
 @pytest.fixture(scope="module")
 def made_up() -> tuple[list[Example], str]:
-    examples = page_examples("made-up.md", text=PAGE)
+    examples = list(page_model.read("made-up.md", text=PAGE).examples)
     return examples, render_script(examples, title="Does the made-up page work?", where="made-up")
 
 
@@ -199,7 +181,7 @@ def test_prompts_go_and_output_stays_as_comments(made_up: tuple[list[Example], s
 def test_echoed_values_are_shown(made_up: tuple[list[Example], str]) -> None:
     """What the prompt echoes is printed by a helper; a bare tuple stays one value; print() is left alone."""
     _, script = made_up
-    assert "    show_value((connection.scalar(text(\"select 1\")), \"one\"))\n" in script
+    assert '    show_value((connection.scalar(text("select 1")), "one"))\n' in script
     assert "show_value(len([1, 2]))\n" in script
     assert '\nprint("printed")\n' in script
     # The page defines its own show(), so the helper takes another name.
@@ -217,8 +199,8 @@ def test_other_backends_are_left_out_and_skips_commented(made_up: tuple[list[Exa
     _, script = made_up
     assert "'postgresql'" not in script
     assert "# (The page's PostgreSQL tab is left out here: this script runs on SQLite.)" in script
-    assert '# The tests skip this example (would wait forever):\n# input()\n' in script
-    assert "# A check the page runs without showing it:\nassert engine.dialect.name == \"sqlite\"\n" in script
+    assert "# The tests skip this example (would wait forever):\n# input()\n" in script
+    assert '# A check the page runs without showing it:\nassert engine.dialect.name == "sqlite"\n' in script
     assert "# ---- Errors ----" not in script  # no doctree here, so no section headings
 
 

@@ -1,6 +1,6 @@
 """A trimmed stylesheet keeps the rules the site's pages can use, and only those."""
 
-from sqlalchemy_cookbook._trim_css import trim
+from cookbook_site.trim_css import trim
 
 CSS = (
     ":root{--sd-color-primary:#0071bc}"

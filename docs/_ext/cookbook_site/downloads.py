@@ -1,8 +1,8 @@
 """Sphinx extension: "Download this recipe", each recipe page's verified examples as one script.
 
-At build time every recipe page (a page under one of ``recipe_script_folders``) is read with
-Sybil's own MyST parsers, the ones the test harness (``tests/pages.py``) runs the page with, so
-the script holds exactly the examples the tests run on SQLite, in page order:
+At build time every recipe page is read with the page model (:mod:`cookbook_site.page`, the
+reading the test harness runs), so the script holds exactly the examples the tests run on
+SQLite, in page order:
 
 - doctest prompts are dropped and the output the page shows is kept, as ``#>`` comments;
   an expression the ``>>>`` prompt would echo is passed to a small ``show()`` helper, so the
@@ -14,18 +14,15 @@ the script holds exactly the examples the tests run on SQLite, in page order:
 - hidden ``% invisible-code-block`` checks are kept (they only assert).
 
 Each page gets a link under its short answer; the scripts are written to ``_recipes/`` in the
-output, with a JSON list of the page's examples beside each (what a later in-browser runner
-can execute and check).  :func:`page_examples` is the same list, for the tests.
+output.  :func:`output_problem` tells whether a run of a script printed what the page shows,
+with the comparison the tests use.
 """
 
 from __future__ import annotations
 
 import ast
-import doctest
-import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, cast
@@ -36,10 +33,9 @@ from sphinx.environment import BuildEnvironment
 from sphinx.util import logging
 from sphinx.util.osutil import relative_uri
 from sphinx.writers.html5 import HTML5Translator
-from sybil import Document
-from sybil.parsers import myst
 
-from sqlalchemy_cookbook._tabs import backend_tabs
+from cookbook_site import page as page_model
+from cookbook_site.page import BACKEND_LABELS, DEFAULT_BACKEND, Example, PageError, output_matches
 
 # Read from the installed distribution: importing SQLAlchemy here would cost every build ~0.2 s.
 SQLALCHEMY_VERSION = version("SQLAlchemy")
@@ -49,122 +45,9 @@ logger = logging.getLogger(__name__)
 #: Where the scripts go in the HTML output.
 OUTPUT_FOLDER = "_recipes"
 #: The backend the scripts run on; the other tabs are left out.
-SCRIPT_BACKEND = "sqlite"
-#: The doctest option flags the harness runs the pages with.
-DOCTEST_FLAGS = doctest.ELLIPSIS
+SCRIPT_BACKEND = DEFAULT_BACKEND
 
 ENV_KEY = "cookbook_recipe_scripts"
-
-
-# --- The examples of a page, as the tests see them ------------------------------------------
-
-
-@dataclass(frozen=True)
-class Example:
-    """One example of a page, in page order: what the harness runs and what it checks.
-
-    A fenced block that does not start with ``>>>`` is one ``code`` example; a doctest block
-    gives one ``doctest`` example per ``>>>`` prompt.
-    """
-
-    #: 1-based line of the example in the page's source.
-    line: int
-    #: ``"code"`` (run, output not checked) or ``"doctest"`` (output checked).
-    kind: str
-    #: The code, without prompts.
-    source: str
-    #: For a doctest, the output the page shows (doctest's ``want``).
-    want: str
-    #: For a doctest that shows an exception, its last line(s) (doctest's ``exc_msg``).
-    exc_msg: str | None
-    #: Index of the block (fence or hidden block) the example belongs to, in page order.
-    block: int
-    #: 1-based line where that block starts (its opening fence).
-    block_line: int
-    #: False for a hidden ``% invisible-code-block``.
-    visible: bool
-    #: The backend whose tab holds the example, or None outside backend tabs.
-    backend: str | None
-    #: Why the tests skip the example (a ``% skip:`` line or ``# doctest: +SKIP``), or None.
-    skip: str | None
-
-    def runs_on(self, backend: str) -> bool:
-        """Whether the harness runs this example when it runs the page on ``backend``."""
-        return self.skip is None and self.backend in (None, backend)
-
-
-def _skip_reason(raw: str | None) -> str:
-    """The text of a ``% skip:`` reason (a Python expression, usually a string literal)."""
-    if not raw:
-        return "skipped"
-    try:
-        value = ast.literal_eval(raw.strip())
-    except (ValueError, SyntaxError):
-        return raw.strip()
-    return str(value)
-
-
-def page_examples(path: str | Path, text: str | None = None) -> list[Example]:
-    """Every example on a page, in order, found with the Sybil parsers the harness uses."""
-    path = str(path)
-    if text is None:
-        text = Path(path).read_text(encoding="utf-8")
-    document = Document(text, path)
-    python = myst.PythonCodeBlockParser(doctest_optionflags=DOCTEST_FLAGS)
-    tabs = backend_tabs(text)
-
-    def line_of(position: int) -> int:
-        return text.count("\n", 0, position) + 1
-
-    def owner(position: int) -> str | None:
-        return next((name for s, e, name in tabs if s <= position < e), None)
-
-    found: list[tuple[int, Example | tuple[str, str | None]]] = []
-    blocks = sorted(python.codeblock_parser(document), key=lambda r: r.start)
-    for index, block in enumerate(blocks):
-        lexeme = block.parsed  # a sybil Lexeme: the block's source, knowing where it starts
-        source = str(lexeme)
-        # A fenced block is shown; a `% invisible-code-block` (a comment) is not.
-        visible = text[block.start :].lstrip()[:1] in ("`", "~")
-        backend = owner(block.start)
-        if not source.startswith(">>>"):
-            start = line_of(block.start)
-            example = Example(start, "code", source, "", None, index, start, visible, backend, None)
-            found.append((block.start, example))
-            continue
-        for region in python.doctest_parser(source, path):
-            region.adjust(block, lexeme)
-            parsed: doctest.Example = region.parsed
-            skip = "doctest: +SKIP" if parsed.options.get(doctest.SKIP) else None
-            example = Example(
-                line_of(region.start), "doctest", parsed.source, parsed.want, parsed.exc_msg,
-                index, line_of(block.start), visible, backend, skip,
-            )
-            found.append((region.start, example))
-    for region in myst.SkipParser()(document):
-        found.append((region.start, cast(tuple[str, str | None], region.parsed)))
-    found.sort(key=lambda item: item[0])
-
-    # As Sybil's skipper: `next` skips the one example that follows (one `>>>` prompt, not a
-    # whole block); `start` ... `end` everything between.  A conditional skip (`next if(...)`)
-    # is taken as a skip: the script cannot know the condition.
-    examples: list[Example] = []
-    skip_next: str | None = None
-    skip_all: str | None = None
-    for _, item in found:
-        if isinstance(item, tuple):
-            action, reason = item
-            if action == "next":
-                skip_next = _skip_reason(reason)
-            elif action == "start":
-                skip_all = _skip_reason(reason)
-            else:
-                skip_all = None
-            continue
-        reason = skip_next or skip_all or item.skip
-        skip_next = None
-        examples.append(replace(item, skip=reason))
-    return examples
 
 
 # --- Writing the script -----------------------------------------------------------------------
@@ -241,7 +124,10 @@ def _defines(source: str) -> bool:
     """Whether a block starts or ends with a top-level class or function definition."""
     lines = [line for line in source.split("\n") if line.strip()]
     tops = [line for line in lines if not line[:1].isspace()]
-    return bool(tops) and (tops[0].startswith(("class ", "def ", "@", "async def ")) or tops[-1].startswith(("class ", "def ", "async def ")))
+    return bool(tops) and (
+        tops[0].startswith(("class ", "def ", "@", "async def "))
+        or tops[-1].startswith(("class ", "def ", "async def "))
+    )
 
 
 def _identifiers(examples: Iterable[Example]) -> set[str]:
@@ -283,7 +169,7 @@ def render_script(
 
     for example in examples:
         if example.backend not in (None, SCRIPT_BACKEND):
-            left_out.append({"postgresql": "PostgreSQL", "mariadb": "MariaDB"}.get(example.backend or "", example.backend or ""))
+            left_out.append(BACKEND_LABELS.get(example.backend or "", example.backend or ""))
             continue
         flush_left_out()
         source = _DOCTEST_DIRECTIVE.sub("", example.source).strip("\n")
@@ -345,7 +231,7 @@ def render_script(
                 "",
                 "",
                 f"def {helper}(value: object) -> None:",
-                "    \"\"\"Print a value as Python's interactive prompt does: its repr, and nothing for None.\"\"\"",
+                '    """Print a value as Python\'s interactive prompt does: its repr, and nothing for None."""',
                 "    if value is not None:",
                 "        print(repr(value))",
                 "",
@@ -359,25 +245,20 @@ def render_script(
 
 #: What ``echo=True`` puts before each logged message outside the harness.
 _LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO sqlalchemy\.engine\.Engine ", re.M)
-_TRAILING_SPACE = re.compile(r"[ \t]+$", re.M)
+#: Stands for output the page does not show (what a plain code block prints, say).
+_ANYTHING = "..."
 
 
-def _want_pattern(want: str) -> re.Pattern[str]:
-    want = _TRAILING_SPACE.sub("", re.sub(r"(?m)^<BLANKLINE>$", "", want))
-    return re.compile(".*?".join(re.escape(piece) for piece in want.split("...")), re.S)
+def _expected(examples: Sequence[Example], backend: str) -> tuple[list[tuple[Example, str]], bool]:
+    """Each checked example, with what the script must have printed up to and including it.
 
-
-def output_problem(examples: Sequence[Example], output: str, backend: str = SCRIPT_BACKEND) -> str | None:
-    """None if ``output`` (a run of the page's script) shows what the page shows; else what differs.
-
-    Compared as Sybil compares each doctest (``...`` matches anything, trailing whitespace and
-    the log's timestamps do not count), one expected output after another, in page order.
-    Whatever a plain code block prints, or an example prints before the exception it shows,
-    is not checked, as the tests do not check it either.
+    One expected output follows another, in page order; where a plain code block or an example
+    that raises may print something the page does not show, ``...`` stands for it (the tests do
+    not check that output either).  The flag says whether unchecked output may follow the last.
     """
-    got = _TRAILING_SPACE.sub("", _LOG_PREFIX.sub("", output))
-    position = 0
-    unchecked = False  # may output the page does not show come before the next expected output?
+    expected: list[tuple[Example, str]] = []
+    text = ""
+    unchecked = False
     for example in examples:
         if not example.runs_on(backend):
             continue
@@ -385,18 +266,30 @@ def output_problem(examples: Sequence[Example], output: str, backend: str = SCRI
             unchecked = True
         if not example.want:
             continue
-        pattern = _want_pattern(example.want)
-        found = pattern.search(got, position) if unchecked else pattern.match(got, position)
-        if found is None:
-            return (
-                f"line {example.line}: the page shows\n{example.want}\n"
-                f"but the script printed, from there on:\n{got[position:position + 1500]}"
-            )
-        position = found.end()
-        unchecked = example.want.rstrip().endswith("...")
-    if got[position:].strip() and not unchecked:
-        return f"the script printed more than the page shows, after its last output:\n{got[position:position + 1500]}"
-    return None
+        if unchecked and not text.endswith(_ANYTHING):
+            text += _ANYTHING
+        text += example.want
+        expected.append((example, text))
+        unchecked = False
+    return expected, unchecked
+
+
+def output_problem(examples: Sequence[Example], output: str, backend: str = SCRIPT_BACKEND) -> str | None:
+    """None if ``output`` (a run of the page's script) shows what the page shows; else what differs.
+
+    The expected outputs, in page order, are compared with what the script printed by Sybil's
+    doctest comparison (:func:`cookbook_site.page.output_matches`: ``...`` matches anything,
+    trailing whitespace does not count), after the log's timestamps are dropped.
+    """
+    got = _LOG_PREFIX.sub("", output)
+    expected, open_end = _expected(examples, backend)
+    whole = expected[-1][1] if expected else ""
+    if output_matches(whole + _ANYTHING if open_end else whole, got):
+        return None
+    for example, upto in expected:
+        if not output_matches(upto + _ANYTHING, got):
+            return f"line {example.line}: the page shows\n{example.want}\nbut the script printed:\n{got[-3000:]}"
+    return f"the script printed more than the page shows, after its last output:\n{got[-1500:]}"
 
 
 # --- The Sphinx side --------------------------------------------------------------------------
@@ -422,17 +315,12 @@ def skip_node(self: Any, node: nodes.Element) -> None:
     raise nodes.SkipNode
 
 
-def _store(env: BuildEnvironment) -> dict[str, dict[str, str]]:
+def _store(env: BuildEnvironment) -> dict[str, str]:
     store = getattr(env, ENV_KEY, None)
     if store is None:
         store = {}
         setattr(env, ENV_KEY, store)
-    return cast(dict[str, dict[str, str]], store)
-
-
-def is_recipe(app: Sphinx, docname: str) -> bool:
-    folders: list[str] = app.config.recipe_script_folders
-    return docname.split("/")[0] in folders
+    return cast(dict[str, str], store)
 
 
 def _sections(doctree: nodes.document) -> dict[int, str]:
@@ -450,12 +338,11 @@ def _sections(doctree: nodes.document) -> dict[int, str]:
 def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
     env = app.env
     docname = env.docname
-    if not is_recipe(app, docname):
+    if not page_model.is_recipe(docname):
         return
-    path = env.doc2path(docname)
     try:
-        examples = page_examples(path)
-    except ValueError as exc:
+        examples = list(page_model.read(env.doc2path(docname)).examples)
+    except PageError as exc:
         logger.warning("recipe script: %s", exc, location=docname, type="recipe_script")
         return
     if not examples:
@@ -471,14 +358,14 @@ def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
     except SyntaxError as exc:
         logger.warning(
             "recipe script: the script assembled from this page does not compile: %s (script line %s)",
-            exc.msg, exc.lineno, location=docname, type="recipe_script",
+            exc.msg,
+            exc.lineno,
+            location=docname,
+            type="recipe_script",
         )
         return
     target = f"{OUTPUT_FOLDER}/{docname}.py"
-    _store(env)[docname] = {
-        "script": script,
-        "examples": json.dumps({"page": docname, "title": title, "examples": [asdict(e) for e in examples]}, indent=1),
-    }
+    _store(env)[docname] = script
     # Under the short answer: the title's section, then its first paragraph.
     if section is not None:
         paragraph = next((child for child in section.children if isinstance(child, nodes.paragraph)), None)
@@ -502,17 +389,19 @@ def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
     root = Path(app.outdir) / OUTPUT_FOLDER
-    for docname, made in _store(app.env).items():
+    for docname, script in _store(app.env).items():
         if docname not in app.env.all_docs:
             continue
         path = root / f"{docname}.py"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(made["script"], encoding="utf-8")
-        path.with_suffix(".json").write_text(made["examples"], encoding="utf-8")
+        if not path.is_file() or path.read_text(encoding="utf-8") != script:
+            path.write_text(script, encoding="utf-8")
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    app.add_config_value("recipe_script_folders", ["transactions", "querying", "relationships"], "env", [list])
+    # The pages it reads are MyST with sphinx-design tabs.
+    app.setup_extension("myst_parser")
+    app.setup_extension("sphinx_design")
     app.add_node(
         recipe_download,
         html=(visit_recipe_download_html, None),
@@ -525,4 +414,4 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-purge-doc", on_env_purge_doc)
     app.connect("env-merge-info", on_env_merge_info)
     app.connect("build-finished", on_build_finished)
-    return {"version": "1", "env_version": 1, "parallel_read_safe": True, "parallel_write_safe": True}
+    return {"version": "2", "env_version": 2, "parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,4 +1,21 @@
-"""Which blocks of a page belong to one database: the rule the tests, downloads and Run share.
+"""The model of a page: the one reading of a page that the tests, downloads, Run and bench share.
+
+A page is read once, with Sybil's own MyST parsers (the ones the test harness runs it with), into
+its :class:`Example` objects, in page order.  Each example knows
+
+- where it is (its line, and the block it belongs to),
+- what it runs and what it expects (doctest's ``want`` and ``exc_msg``, and its option flags),
+- which tab it belongs to (:attr:`Example.backend`: a ``tab-item`` whose ``:sync:`` names a
+  database), and
+- whether, and why, the tests skip it (a ``% skip:`` line or ``# doctest: +SKIP``).
+
+The Sybil harness (``tests/harness/pages.py``) asks :meth:`Example.runs_on` what to run and
+:meth:`Example.skip_reason` what to report; the downloads, Run in the browser, the paste test and
+the bench read the same examples.  One comparison, Sybil's doctest
+:class:`~sybil.evaluators.doctest.OutputChecker`, decides whether an output is what the page shows
+(:func:`output_matches`); the browser runs the same class, shipped to it as Sybil's wheel.
+
+Which pages are recipes is decided here too (:func:`is_recipe`, :func:`recipe_pages`).
 
 A page shows a difference between databases in sphinx-design tabs written with colon fences;
 a ``tab-item`` whose ``:sync:`` names a backend holds that backend's blocks::
@@ -11,20 +28,70 @@ a ``tab-item`` whose ``:sync:`` names a backend holds that backend's blocks::
     ...
     :::
     ::::
-
-Part of the cookbook site, not of the recipe library's API.
 """
 
 from __future__ import annotations
 
+import ast
+import doctest
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import cast
 
+from sybil import Document
+from sybil.evaluators.doctest import OutputChecker
+from sybil.parsers import myst
+
+#: The databases a page can run on, in the order the site shows them.
 BACKENDS = ("sqlite", "postgresql", "mariadb")
+#: How the site names each database.
+BACKEND_LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mariadb": "MariaDB"}
+#: The database a page runs on when nothing else is asked for (downloads and Run use it).
+DEFAULT_BACKEND = "sqlite"
+
+#: The folders (under ``docs/``) whose pages are recipes: a question answered with code.
+RECIPE_FOLDERS = ("transactions", "querying", "relationships")
+
+#: The doctest option flags every example runs with.
+DOCTEST_FLAGS = doctest.ELLIPSIS
+
+
+# --- Which pages ------------------------------------------------------------------------------
+
+
+def is_page(docs: Path, path: Path) -> bool:
+    """Whether a Markdown file under ``docs`` is a page of the site (nothing under a ``_`` folder)."""
+    return path.suffix == ".md" and not any(part.startswith("_") for part in path.relative_to(docs).parts)
+
+
+def is_recipe(docname: str) -> bool:
+    """Whether the page ``docname`` (``transactions/delete-reinsert``) is a recipe page."""
+    return docname.split("/", 1)[0] in RECIPE_FOLDERS and not any(part.startswith("_") for part in docname.split("/"))
+
+
+def pages(docs: Path) -> list[Path]:
+    """Every page's Markdown source under ``docs``, in order."""
+    return sorted(p for p in docs.rglob("*.md") if is_page(docs, p))
+
+
+def recipe_pages(docs: Path) -> list[Path]:
+    """Every recipe page's Markdown source under ``docs``, in order."""
+    return [p for p in pages(docs) if is_recipe(p.relative_to(docs).with_suffix("").as_posix())]
+
+
+# --- Tabs -------------------------------------------------------------------------------------
 
 _TAB_OPEN = re.compile(r"^(?P<fence>:{3,})\{tab-item\}[^\n]*\n(?P<options>(?:[ \t]*:[\w-]+:[^\n]*\n)*)", re.M)
 _TABSET_OPEN = re.compile(r"^(?P<fence>:{3,})\{tab-set\}[^\n]*\n(?P<options>(?:[ \t]*:[\w-]+:[^\n]*\n)*)", re.M)
 _SYNC = re.compile(r":sync:[ \t]*(\S+)")
 _GROUP = re.compile(r":sync-group:[ \t]*(\S+)")
+
+
+class PageError(ValueError):
+    """A page that cannot be read as the tests would run it; the message names the page and line."""
 
 
 def _closing(text: str, opening: re.Match[str]) -> int:
@@ -52,8 +119,216 @@ def backend_tabs(text: str, path: str = "<page>") -> list[tuple[int, int, str]]:
             tabs.append((m.start(), _closing(text, m), name))
         elif any(s <= m.start() < e for s, e in groups):
             line = text.count("\n", 0, m.start()) + 1
-            raise ValueError(
+            raise PageError(
                 f"{path}, line {line}: a tab in a backend tab-set needs ':sync:' set to one of "
                 f"{', '.join(BACKENDS)}; found {name!r}"
             )
     return tabs
+
+
+# --- Examples ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example of a page, in page order: what the harness runs and what it checks.
+
+    A fenced block that does not start with ``>>>`` is one ``code`` example; a doctest block
+    gives one ``doctest`` example per ``>>>`` prompt.
+    """
+
+    #: Offset of the example in the page's text (where Sybil's region for it starts).
+    start: int
+    #: 1-based line of the example in the page's source.
+    line: int
+    #: ``"code"`` (run, output not checked) or ``"doctest"`` (output checked).
+    kind: str
+    #: The code, without prompts.
+    source: str
+    #: For a doctest, the output the page shows (doctest's ``want``).
+    want: str
+    #: For a doctest that shows an exception, its last line(s) (doctest's ``exc_msg``).
+    exc_msg: str | None
+    #: For a doctest, the option flags its ``# doctest:`` comment turns on or off, by name.
+    options: tuple[tuple[str, bool], ...]
+    #: Index of the block (fence or hidden block) the example belongs to, in page order.
+    block: int
+    #: 1-based line where that block starts (its opening fence).
+    block_line: int
+    #: False for a hidden ``% invisible-code-block``.
+    visible: bool
+    #: The backend whose tab holds the example, or None outside backend tabs.
+    backend: str | None
+    #: Why the tests skip the example (a ``% skip:`` line or ``# doctest: +SKIP``), or None.
+    skip: str | None
+
+    def runs_on(self, backend: str) -> bool:
+        """Whether the harness runs this example when it runs the page on ``backend``."""
+        return self.skip is None and self.backend in (None, backend)
+
+    def skip_reason(self, backend: str) -> str | None:
+        """Why this example does not run on ``backend`` (as the test report says it), or None."""
+        if self.skip is not None:
+            return self.skip
+        if self.backend not in (None, backend):
+            return f"{self.backend} tab: runs on {self.backend} only (this run: {backend})"
+        return None
+
+    @property
+    def flags(self) -> int:
+        """The doctest option flags this example is compared with."""
+        flags = DOCTEST_FLAGS
+        for name, on in self.options:
+            flag = doctest.OPTIONFLAGS_BY_NAME[name]
+            flags = flags | flag if on else flags & ~flag
+        return flags
+
+    def matches(self, got: str) -> bool:
+        """Whether ``got`` is what the page shows for this example (Sybil's comparison)."""
+        return output_matches(self.want, got, self.flags)
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page's examples, in order, as the tests run them."""
+
+    path: str
+    text: str
+    examples: tuple[Example, ...]
+
+    def at(self, start: int) -> Example:
+        """The example whose Sybil region starts at ``start``."""
+        found = _by_start(self).get(start)
+        if found is None:
+            line = self.text.count("\n", 0, start) + 1
+            raise PageError(f"{self.path}, line {line}: Sybil found an example the page model does not know")
+        return found
+
+    def blocks(self) -> dict[int, list[Example]]:
+        """The examples grouped by the block they belong to, in page order."""
+        grouped: dict[int, list[Example]] = {}
+        for example in self.examples:
+            grouped.setdefault(example.block, []).append(example)
+        return grouped
+
+
+@cache
+def _by_start(page: Page) -> dict[int, Example]:
+    return {example.start: example for example in page.examples}
+
+
+def _skip_reason(raw: str | None) -> str:
+    """The text of a ``% skip:`` reason (a Python expression, usually a string literal)."""
+    if not raw:
+        return "skipped"
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        return raw.strip()
+    return str(value)
+
+
+def parsers() -> list[myst.PythonCodeBlockParser]:
+    """The Sybil parser that finds a page's examples (the harness evaluates what it yields)."""
+    return [myst.PythonCodeBlockParser(doctest_optionflags=DOCTEST_FLAGS)]
+
+
+def read(path: str | Path, text: str | None = None) -> Page:
+    """A page's examples, in order (see :func:`_read`); a page already read is not read again."""
+    path = str(path)
+    if text is None:
+        text = Path(path).read_text(encoding="utf-8")
+    return _read(path, text)
+
+
+@lru_cache(maxsize=64)
+def _read(path: str, text: str) -> Page:
+    """A page's examples, in order, found with the Sybil parsers the harness uses.
+
+    A ``% skip: next`` skips the one example that follows (one ``>>>`` prompt, not a whole
+    block), as Sybil's own skipper does; ``start`` ... ``end`` skips everything between.
+    A conditional skip (``next if(...)``) is refused: what runs must not depend on the machine.
+    """
+    document = Document(text, path)
+    python = parsers()[0]
+    tabs = backend_tabs(text, path)
+
+    def line_of(position: int) -> int:
+        return text.count("\n", 0, position) + 1
+
+    def owner(position: int) -> str | None:
+        return next((name for s, e, name in tabs if s <= position < e), None)
+
+    found: list[tuple[int, Example | tuple[str, str | None]]] = []
+    blocks = sorted(python.codeblock_parser(document), key=lambda r: r.start)
+    for index, block in enumerate(blocks):
+        lexeme = block.parsed  # a sybil Lexeme: the block's source, knowing where it starts
+        source = str(lexeme)
+        # A fenced block is shown; a `% invisible-code-block` (a comment) is not.
+        visible = text[block.start :].lstrip()[:1] in ("`", "~")
+        backend = owner(block.start)
+        if not source.startswith(">>>"):
+            start = line_of(block.start)
+            example = Example(block.start, start, "code", source, "", None, (), index, start, visible, backend, None)
+            found.append((block.start, example))
+            continue
+        for region in python.doctest_parser(source, path):
+            region.adjust(block, lexeme)
+            parsed: doctest.Example = region.parsed
+            skip = "doctest: +SKIP" if parsed.options.get(doctest.SKIP) else None
+            names = {flag: name for name, flag in doctest.OPTIONFLAGS_BY_NAME.items()}
+            options = tuple(sorted((names[flag], on) for flag, on in parsed.options.items()))
+            example = Example(
+                region.start,
+                line_of(region.start),
+                "doctest",
+                parsed.source,
+                parsed.want,
+                parsed.exc_msg,
+                options,
+                index,
+                line_of(block.start),
+                visible,
+                backend,
+                skip,
+            )
+            found.append((region.start, example))
+    for region in myst.SkipParser()(document):
+        action, condition = cast(tuple[str, str | None], region.parsed)
+        if condition and action == "next" and condition.lstrip().startswith("if"):
+            raise PageError(f"{path}, line {line_of(region.start)}: a conditional skip is not supported; give a reason")
+        found.append((region.start, (action, condition)))
+    found.sort(key=lambda item: item[0])
+
+    examples: list[Example] = []
+    skip_next: str | None = None
+    skip_all: str | None = None
+    for _, item in found:
+        if isinstance(item, tuple):
+            action, reason = item
+            if action == "next":
+                skip_next = _skip_reason(reason)
+            elif action == "start":
+                skip_all = _skip_reason(reason)
+            else:
+                skip_all = None
+            continue
+        reason = skip_next or skip_all or item.skip
+        skip_next = None
+        examples.append(Example(**{**item.__dict__, "skip": reason}))
+    return Page(path, text, tuple(examples))
+
+
+# --- What a page shows ------------------------------------------------------------------------
+
+_checker = OutputChecker()
+
+
+def output_matches(want: str, got: str, flags: int = DOCTEST_FLAGS) -> bool:
+    """Whether ``got`` is the output ``want`` shows, as the tests compare them (Sybil's checker)."""
+    return _checker.check_output(want, got, flags)
+
+
+def examples_on(page: Page, backend: str) -> Iterable[Example]:
+    """The examples the tests run when they run ``page`` on ``backend``."""
+    return (example for example in page.examples if example.runs_on(backend))

@@ -1,14 +1,15 @@
-"""Fetch what the in-browser "Run" needs: Pyodide and SQLAlchemy's pure-Python wheel, self-hosted.
+"""Fetch what the in-browser "Run" needs: Pyodide and the pure-Python wheels it runs, self-hosted.
 
-``make pyodide`` runs ``python -m sqlalchemy_cookbook._pyodide_assets``.  It writes, into
+``make pyodide`` runs ``python -m cookbook_site.pyodide_assets``.  It writes, into
 ``docs/_pyodide/dist/`` (ignored by git; the site build copies it to ``_pyodide/`` in the output):
 
 - ``pyodide.mjs``, ``pyodide.asm.mjs``, ``pyodide.asm.wasm`` and ``python_stdlib.zip`` from the
   npm registry's ``pyodide`` package at :data:`PYODIDE_VERSION` (``npm pack``; the tarball's
   integrity is checked against the value pinned here);
-- the pure-Python wheels of SQLAlchemy and typing_extensions at exactly the versions
-  ``requirements.txt`` pins (``pip download``);
-- ``pyodide-lock.json``: the site's own lock file, naming only those two wheels (Pyodide's own
+- the pure-Python wheels of SQLAlchemy and typing_extensions, and Sybil's (whose doctest
+  output checker compares what the browser printed with the page, as the tests do), at exactly
+  the versions ``requirements.txt`` pins (``pip download``);
+- ``pyodide-lock.json``: the site's own lock file, naming only those wheels (Pyodide's own
   lock file pins another SQLAlchemy and points at a CDN).
 
 When Node.js is there, the wheels and the standard-library modules SQLAlchemy imports are also
@@ -31,8 +32,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import urllib.request
 import tempfile
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,13 @@ PYODIDE_INTEGRITY = "sha512-0YvXxEhfEdpLfb/XkM2BFAeMROq0iMUX2bzzH9pOttyMcWkwq+Hb
 #: The files of the npm package the browser loads.
 PYODIDE_FILES = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip")
 #: The Python packages the examples need in the browser, pinned by requirements.txt.
-WHEELS = ("SQLAlchemy", "typing_extensions")
+WHEELS = ("SQLAlchemy", "typing_extensions", "sybil")
 #: Where the assets are kept, relative to the project root (the folder holding conf.py).
 DIST = Path("docs/_pyodide/dist")
 LOCK_FILE = "pyodide-lock.json"
 MANIFEST = "manifest.json"
 #: Bump when what this module writes changes, so ``make pyodide`` rebuilds.
-LAYOUT = 4
-
+LAYOUT = 5
 
 
 class FetchError(Exception):
@@ -127,9 +127,24 @@ def fetch_wheels(into: Path, versions: dict[str, str]) -> dict[str, Path]:
     requirements = [f"{name}=={version}" for name, version in versions.items()]
     _run(
         [
-            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-            "--platform", "any", "--implementation", "py", "--abi", "none", "--python-version", "3.14",
-            "--dest", str(into), *requirements,
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--platform",
+            "any",
+            "--implementation",
+            "py",
+            "--abi",
+            "none",
+            "--python-version",
+            "3.14",
+            "--dest",
+            str(into),
+            *requirements,
         ],
         "pip download",
     )
@@ -210,7 +225,8 @@ for source, target in job["wheels"]:
             lines = data.decode().rstrip("\n").split("\n")
             new.writestr(item, "\n".join(lines + [f"{name},," for name in added]) + "\n")
 
-with zipfile.ZipFile(job["stdlib"][0]) as old, zipfile.ZipFile(job["stdlib"][1], "w", zipfile.ZIP_DEFLATED, compresslevel=9) as new:
+source, target = job["stdlib"]
+with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as new:
     wanted = set(used)
     for item in old.infolist():
         data = old.read(item)
@@ -223,7 +239,19 @@ json.dump({"stdlib": used, "site": sorted(used_site)}, open("/work/compiled.json
 #: Subpackages left as source: other databases' dialects, typing plugins, test suites, asyncio.
 NOT_COMPILED = ("postgresql", "mysql", "mssql", "oracle", "testing", "mypy", "asyncio", "tests")
 #: Stdlib modules the browser-side runner imports besides what SQLAlchemy needs.
-RUNNER_STDLIB = ("ast", "gc", "json", "linecache", "logging", "shutil", "tempfile", "traceback", "warnings", "sqlite3")
+RUNNER_STDLIB = (
+    "ast",
+    "doctest",
+    "gc",
+    "json",
+    "linecache",
+    "logging",
+    "shutil",
+    "tempfile",
+    "traceback",
+    "warnings",
+    "sqlite3",
+)
 
 
 def _entry(path: Path, name: str, version: str, imports: list[str], depends: list[str]) -> dict[str, Any]:
@@ -245,10 +273,17 @@ def write_lock(dist: Path, info: dict[str, Any], wheels: dict[str, Path], versio
     lock = {
         "info": info,
         "packages": {
-            "sqlalchemy": _entry(wheels["SQLAlchemy"], "sqlalchemy", versions["SQLAlchemy"], ["sqlalchemy"], ["typing-extensions"]),
-            "typing-extensions": _entry(
-                wheels["typing_extensions"], "typing-extensions", versions["typing_extensions"], ["typing_extensions"], []
+            "sqlalchemy": _entry(
+                wheels["SQLAlchemy"], "sqlalchemy", versions["SQLAlchemy"], ["sqlalchemy"], ["typing-extensions"]
             ),
+            "typing-extensions": _entry(
+                wheels["typing_extensions"],
+                "typing-extensions",
+                versions["typing_extensions"],
+                ["typing_extensions"],
+                [],
+            ),
+            "sybil": _entry(wheels["sybil"], "sybil", versions["sybil"], ["sybil"], []),
         },
     }
     (dist / LOCK_FILE).write_text(json.dumps(lock, indent=1) + "\n", encoding="utf-8")
@@ -273,7 +308,7 @@ def precompile(dist: Path, work: Path, wheels: dict[str, Path]) -> tuple[dict[st
         compiled[name] = target
     shutil.copy(dist / "python_stdlib.zip", job_dir / "python_stdlib.zip")
     job = {
-        "packages": ["sqlalchemy", "typing_extensions"],
+        "packages": ["sqlalchemy", "typing_extensions", "sybil.evaluators.doctest"],
         "stdlib_extra": list(RUNNER_STDLIB),
         "skip": list(NOT_COMPILED),
         "wheels": pairs,
@@ -283,7 +318,10 @@ def precompile(dist: Path, work: Path, wheels: dict[str, Path]) -> tuple[dict[st
     (job_dir / "compile.py").write_text(_COMPILE_PY)
     script = job_dir / "compile.mjs"
     script.write_text(_COMPILE_MJS.replace("PYODIDE_MJS", (dist / "pyodide.mjs").resolve().as_uri()))
-    _run(["node", str(script), str(dist.resolve()), str(job_dir), json.dumps(["sqlalchemy"])], "compiling in Pyodide (node)")
+    _run(
+        ["node", str(script), str(dist.resolve()), str(job_dir), json.dumps(["sqlalchemy", "sybil"])],
+        "compiling in Pyodide (node)",
+    )
     shutil.move(job_dir / "python_stdlib.compiled.zip", dist / "python_stdlib.zip")
     report = json.loads((job_dir / "compiled.json").read_text())
     return compiled, len(report["stdlib"]) + len(report["site"])
@@ -313,8 +351,11 @@ def fetch(root: Path, *, force: bool = False, compile_bytecode: bool | None = No
         compile_bytecode = shutil.which("node") is not None
     wanted = manifest_for(versions, compile_bytecode)
     if not force and up_to_date(dist, wanted):
-        print(f"pyodide: {dist.relative_to(root)} is up to date (Pyodide {PYODIDE_VERSION}, "
-              + ", ".join(f"{n} {v}" for n, v in versions.items()) + ")")
+        print(
+            f"pyodide: {dist.relative_to(root)} is up to date (Pyodide {PYODIDE_VERSION}, "
+            + ", ".join(f"{n} {v}" for n, v in versions.items())
+            + ")"
+        )
         return dist
     with tempfile.TemporaryDirectory(prefix="cookbook-pyodide-") as folder:
         work = Path(folder)

@@ -1,11 +1,11 @@
 """Sphinx extension: "Run" for every recipe page's examples, in the reader's browser (Pyodide).
 
-Each Python block of a recipe page gets a Run control (added by ``_static/runner/runner.js``, so a
+Each Python block of a recipe page gets a Run control (added by ``static/runner/runner.js``, so a
 page read without JavaScript stays exactly as it was).  Run executes, in a Web Worker, the page's
 blocks up to that one, in page order, as the tests run them on SQLite: the untabbed blocks, the
-SQLite tab's, and the hidden checks.  The list of blocks comes from
-:func:`sqlalchemy_cookbook._recipe_script.page_examples`, the extraction the downloadable script
-is made from, which reads the page with the Sybil parsers the test harness runs.
+SQLite tab's, and the hidden checks.  The list of blocks comes from the page model
+(:mod:`cookbook_site.page`), the reading the tests and the downloads use; the browser compares
+each output with Sybil's own checker, shipped to it as Sybil's wheel.
 
 At build time this extension
 
@@ -13,9 +13,9 @@ At build time this extension
   the browser can run it, in a small JSON element at the end of the page;
 - writes ``_runner/<page>.json``: the examples the browser runs and what each must print;
 - copies the self-hosted Pyodide and wheels (``make pyodide`` fetches them into
-  ``docs/_pyodide/dist``) into ``_pyodide/`` in the output, with a wheel of this package's
-  recipe modules (the pages import them), built from the source being documented, added to the
-  site's lock file.
+  ``cookbook_runner_assets``) into ``_pyodide/`` in the output, with a wheel of the recipe
+  library (the pages import it), built from the source being documented, added to the site's
+  lock file.
 
 Nothing of Pyodide is loaded until the reader presses Run.
 """
@@ -43,8 +43,10 @@ from sphinx.util import logging
 from sphinx.util.osutil import relative_uri
 from sphinx.writers.html5 import HTML5Translator
 
-from sqlalchemy_cookbook._pyodide_assets import PYODIDE_VERSION
-from sqlalchemy_cookbook._recipe_script import Example, is_recipe, page_examples
+import cookbook_site
+from cookbook_site import page as page_model
+from cookbook_site.page import BACKEND_LABELS, DEFAULT_BACKEND, Example, PageError
+from cookbook_site.pyodide_assets import PYODIDE_VERSION
 
 # Read from the installed distribution: importing SQLAlchemy here would cost every build ~0.2 s.
 SQLALCHEMY_VERSION = version("SQLAlchemy")
@@ -56,13 +58,13 @@ OUTPUT_FOLDER = "_runner"
 #: Where the Pyodide assets go in the HTML output.
 ASSETS_FOLDER = "_pyodide"
 #: The backend the browser runs.
-BROWSER_BACKEND = "sqlite"
+BROWSER_BACKEND = DEFAULT_BACKEND
+#: This extension's own static files (``runner/``), added to the site's.
+STATIC = Path(cookbook_site.__file__).parent / "static"
 ENV_KEY = "cookbook_runner_pages"
 #: The files under ``_static/runner/`` the page script loads on the first Run, by content hash.
 ON_DEMAND = {"session": "session.mjs", "worker": "worker.mjs", "runner": "cookbook_runner.py"}
 _hashes: dict[str, str] = {}
-
-BACKEND_LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mariadb": "MariaDB"}
 
 #: Modules whose use means an example cannot run in the browser's Python, and why.
 UNAVAILABLE = {
@@ -97,7 +99,7 @@ def unavailable(source: str) -> str | None:
     return None
 
 
-def runner_blocks(examples: list[Example]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def runner_blocks(examples: Iterable[Example]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """What the browser needs of a page's examples.
 
     Returns ``(visible, runs)``: for each visible Python block, in page order, whether Run is
@@ -124,8 +126,13 @@ def runner_blocks(examples: list[Example]) -> tuple[list[dict[str, Any]], list[d
         else:
             why = next((w for e in members if e.skip is None for w in [unavailable(e.source)] if w), None)
             if why is not None:
-                entry = {"why": f"Cannot run in your browser: {why}; download the recipe to run it", "kind": "unavailable"}
-                blocked = f"Cannot run in your browser: it needs the example at line {first.line}, which cannot run here"
+                entry = {
+                    "why": f"Cannot run in your browser: {why}; download the recipe to run it",
+                    "kind": "unavailable",
+                }
+                blocked = (
+                    f"Cannot run in your browser: it needs the example at line {first.line}, which cannot run here"
+                )
             else:
                 entry = {"run": len(runs)}
                 runs.append(
@@ -139,6 +146,7 @@ def runner_blocks(examples: list[Example]) -> tuple[list[dict[str, Any]], list[d
                                 "source": e.source,
                                 "want": e.want,
                                 "exc_msg": e.exc_msg,
+                                "flags": e.flags,
                                 "skip": e.skip,
                             }
                             for e in members
@@ -190,22 +198,18 @@ def _store(env: BuildEnvironment) -> dict[str, str]:
 
 
 def _python_blocks(doctree: nodes.document) -> list[nodes.literal_block]:
-    return [
-        block
-        for block in doctree.findall(nodes.literal_block)
-        if block.get("language") == "python"
-    ]
+    return [block for block in doctree.findall(nodes.literal_block) if block.get("language") == "python"]
 
 
 def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
     env = app.env
     docname = env.docname
-    if not is_recipe(app, docname):
+    if not page_model.is_recipe(docname):
         return
     source = Path(env.doc2path(docname))
     try:
-        examples = page_examples(source)
-    except ValueError as exc:
+        examples = page_model.read(source).examples
+    except PageError as exc:
         logger.warning("runner: %s", exc, location=docname, type="runner")
         return
     if not examples:
@@ -215,7 +219,10 @@ def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
     if len(shown) != len(visible):
         logger.warning(
             "runner: the page shows %d Python blocks but the tests see %d; no Run on this page",
-            len(shown), len(visible), location=docname, type="runner",
+            len(shown),
+            len(visible),
+            location=docname,
+            type="runner",
         )
         return
     for block in shown:
@@ -262,18 +269,8 @@ def on_env_merge_info(app: Sphinx, env: BuildEnvironment, docnames: Iterable[str
     _store(env).update({name: theirs[name] for name in docnames if name in theirs})
 
 
-def static_runner_folder(app: Sphinx) -> Path | None:
-    """The ``runner/`` folder among the site's static folders."""
-    folders: list[str] = app.config.html_static_path
-    for folder in folders:
-        candidate = Path(app.confdir) / folder / "runner"
-        if (candidate / "runner.js").is_file():
-            return candidate
-    return None
-
-
 def cookbook_wheel(package: Path, version: str) -> tuple[str, bytes]:
-    """A wheel of the recipe library (``sqlalchemy_cookbook`` without the site's private modules).
+    """A wheel of the recipe library (``src/sqlalchemy_cookbook``, as the source being documented has it).
 
     Built the same way every time (fixed dates, sorted names); its build tag is a hash of its
     contents, so a changed library gets a new URL and no browser cache serves the old one.
@@ -282,14 +279,16 @@ def cookbook_wheel(package: Path, version: str) -> tuple[str, bytes]:
     dist_info = f"{name}-{version}.dist-info"
     files: dict[str, bytes] = {}
     for source in sorted(package.iterdir()):
-        if source.name == "py.typed" or (source.suffix == ".py" and (source.name == "__init__.py" or not source.name.startswith("_"))):
+        if source.name == "py.typed" or source.suffix == ".py":
             files[f"{name}/{source.name}"] = source.read_bytes()
     files[f"{dist_info}/METADATA"] = (
         f"Metadata-Version: 2.1\nName: sqlalchemy-cookbook\nVersion: {version}\n"
         f"Summary: The SQLAlchemy ORM Cookbook's recipe library (for the site's in-browser Run)\n"
         f"Requires-Dist: SQLAlchemy>=2.0,<2.2\n"
     ).encode()
-    files[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: sqlalchemy_cookbook._runner\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files[f"{dist_info}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: cookbook_site.run\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
     files[f"{dist_info}/top_level.txt"] = f"{name}\n".encode()
     record = []
     for path, data in files.items():
@@ -385,19 +384,20 @@ def on_builder_inited(app: Sphinx) -> None:
     global _assets
     if app.builder.format != "html":
         return
-    static = static_runner_folder(app)
-    if static is None:
-        logger.warning("runner: no runner/runner.js in html_static_path", type="runner")
-    else:
-        for key, name in ON_DEMAND.items():
-            _hashes[key] = hashlib.sha256((static / name).read_bytes()).hexdigest()[:12]
-    source = Path(app.confdir) / cast(str, app.config.runner_assets)
-    _assets = Assets.prepare(source, Path(__file__).parent, cast(str, app.config.release) or "0")
+    app.config.html_static_path.append(str(STATIC))
+    for key, name in ON_DEMAND.items():
+        _hashes[key] = hashlib.sha256((STATIC / "runner" / name).read_bytes()).hexdigest()[:12]
+    confdir = Path(app.confdir)
+    source = confdir / cast(str, app.config.cookbook_runner_assets)
+    library = confdir / cast(str, app.config.cookbook_library)
+    _assets = Assets.prepare(source, library, cast(str, app.config.release) or "0")
     if _assets is None:
         logger.warning(
-            "runner: no Pyodide in %s: run `make pyodide` (or `python -m sqlalchemy_cookbook._pyodide_assets`) "
+            "runner: no Pyodide in %s: run `make pyodide` (or `python -m cookbook_site.pyodide_assets`) "
             "before building; without it, Run tells readers that Python was not built with the site",
-            source, type="runner", subtype="assets",
+            source,
+            type="runner",
+            subtype="assets",
         )
     else:
         _hashes["lock"] = _assets.lock_hash
@@ -419,7 +419,12 @@ def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    app.add_config_value("runner_assets", "docs/_pyodide/dist", "html", [str])
+    # The pages it reads are MyST with sphinx-design tabs.
+    app.setup_extension("myst_parser")
+    app.setup_extension("sphinx_design")
+    # Both relative to conf.py's folder; conf.py sets them.
+    app.add_config_value("cookbook_runner_assets", "docs/_pyodide/dist", "html", [str])
+    app.add_config_value("cookbook_library", "src/sqlalchemy_cookbook", "html", [str])
     app.add_node(
         runner_data,
         html=(visit_runner_data_html, None),

@@ -110,7 +110,9 @@ def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    app.add_config_value("trimmed_stylesheets", ["sphinx-design.min.css", "pygments.css"], "html", [list])
+    # It trims sphinx-design's stylesheet, among others.
+    app.setup_extension("sphinx_design")
+    app.add_config_value("trimmed_stylesheets", [], "html", [list])
     # After furo's own build-finished handler, which rewrites pygments.css (light and dark).
     app.connect("build-finished", on_build_finished, priority=900)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -5,8 +5,8 @@ then :func:`run_block` for each block, in page order.  What the tests do, this d
 
 - one namespace per page; every example runs in the page's own empty directory;
 - a ``>>>`` example is compiled in ``"single"`` mode with ``__name__`` set to ``"__test__"`` (as
-  Sybil's doctest evaluator does) and its output compared with what the page shows, as doctest
-  compares it with ``ELLIPSIS`` (and Sybil's rule that trailing whitespace does not count); an
+  Sybil's doctest evaluator does) and its output compared with what the page shows by Sybil's
+  own ``OutputChecker`` with the example's option flags (the page model gives them); an
   expected exception is compared by its last line(s), as doctest does;
 - any other block is executed as a whole and what it prints is shown, not checked;
 - warnings are errors (``filterwarnings = error`` in pytest's settings);
@@ -14,12 +14,13 @@ then :func:`run_block` for each block, in page order.  What the tests do, this d
 
 A block the reader has edited runs as pasted at Python's prompt: statement after statement, each
 expression's value echoed, an exception's traceback printed before the next statement runs.
-Nothing here imports anything from the site: it is plain Python 3, the same on CPython.
+Nothing here imports anything from the site: it is plain Python 3 and Sybil, the same on CPython,
+where the tests run it too.
 """
 
 from __future__ import annotations
-
 import __future__
+
 import ast
 import gc
 import io
@@ -27,7 +28,6 @@ import json
 import linecache
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -36,14 +36,12 @@ import traceback
 import warnings
 from typing import Any
 
-ELLIPSIS = "..."
-BLANKLINE = "<BLANKLINE>"
-_DIRECTIVE = re.compile(r"#\s*doctest:\s*([^\n'\"]*)$", re.M)
-_TRAILING_SPACE = re.compile(r"[ \t]+$", re.M)
-_SPACE_BEFORE_ELLIPSIS = re.compile(r"[ \t]+(?=\.\.\.$)", re.M)
+from sybil.evaluators.doctest import OutputChecker
+
+_checker = OutputChecker()
 
 
-class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StdoutHandler(logging.StreamHandler[Any]):
     """Writes each log message alone to whatever ``sys.stdout`` is at the time (as the harness)."""
 
     def __init__(self) -> None:
@@ -62,68 +60,6 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
 _engine_logger = logging.getLogger("sqlalchemy.engine.Engine")
 if not any(isinstance(h, _StdoutHandler) for h in _engine_logger.handlers):
     _engine_logger.addHandler(_StdoutHandler())
-
-
-# --- Comparing output as doctest (with Sybil's whitespace rule) does ---------------------------
-
-
-def _ellipsis_match(want: str, got: str) -> bool:
-    if ELLIPSIS not in want:
-        return want == got
-    pieces = want.split(ELLIPSIS)
-    start, end = 0, len(got)
-    first, last = pieces[0], pieces[-1]
-    if first:
-        if not got.startswith(first):
-            return False
-        start = len(first)
-        pieces = pieces[1:]
-    if last:
-        if not got.endswith(last):
-            return False
-        end -= len(last)
-        pieces = pieces[:-1]
-    if start > end:
-        return False
-    for piece in pieces:
-        start = got.find(piece, start, end)
-        if start < 0:
-            return False
-        start += len(piece)
-    return True
-
-
-def output_matches(want: str, got: str, flags: frozenset[str] = frozenset({"ELLIPSIS"})) -> bool:
-    """doctest's ``OutputChecker.check_output``, after Sybil drops trailing whitespace."""
-    want = _TRAILING_SPACE.sub("", want)
-    got = _TRAILING_SPACE.sub("", got)
-    if "ELLIPSIS" in flags:
-        want = _SPACE_BEFORE_ELLIPSIS.sub("", want)
-    if got == want:
-        return True
-    if (got, want) in (("True\n", "1\n"), ("False\n", "0\n")):
-        return True
-    want = re.sub(rf"(?m)^{re.escape(BLANKLINE)}\s*?$", "", want)
-    got = re.sub(r"(?m)^[^\S\n]+$", "", got)
-    if got == want:
-        return True
-    if "NORMALIZE_WHITESPACE" in flags:
-        got = " ".join(got.split())
-        want = " ".join(want.split())
-        if got == want:
-            return True
-    return "ELLIPSIS" in flags and _ellipsis_match(want, got)
-
-
-def _flags(source: str) -> frozenset[str]:
-    flags = {"ELLIPSIS"}
-    for match in _DIRECTIVE.finditer(source):
-        for option in match.group(1).replace(",", " ").split():
-            if option[:1] == "+":
-                flags.add(option[1:])
-            elif option[:1] == "-":
-                flags.discard(option[1:])
-    return frozenset(flags)
 
 
 # --- One page ------------------------------------------------------------------------------------
@@ -196,7 +132,7 @@ class Page:
 
     def doctest(self, example: dict[str, Any]) -> dict[str, Any]:
         source: str = example["source"]
-        flags = _flags(source)
+        flags: int = example["flags"]
         out, err = "", ""
         raised: BaseException | None = None
         try:
@@ -209,14 +145,14 @@ class Page:
         want: str = example["want"]
         exc_msg: str | None = example["exc_msg"]
         if raised is None:
-            result["status"] = "match" if exc_msg is None and output_matches(want, out, flags) else "differ"
+            result["status"] = "match" if exc_msg is None and _checker.check_output(want, out, flags) else "differ"
             return result
         formatted = traceback.format_exception_only(type(raised), raised)
         if isinstance(raised, SyntaxError):
             formatted = [line for line in formatted if not line.startswith(" ")]  # as doctest does
         result["exception"] = formatted[-1]
         result["traceback"] = self._traceback(raised)
-        matched = exc_msg is not None and output_matches(exc_msg, formatted[-1], flags)
+        matched = exc_msg is not None and _checker.check_output(exc_msg, formatted[-1], flags)
         result["status"] = "match" if matched else "differ"
         return result
 
@@ -242,9 +178,17 @@ class Page:
         try:
             tree = ast.parse(source)
         except SyntaxError as exc:
-            return [{"line": line, "source": source, "status": "error", "output": "", "stderr": "",
-                     "exception": traceback.format_exception_only(type(exc), exc)[-1],
-                     "traceback": "".join(traceback.format_exception_only(type(exc), exc))}]
+            return [
+                {
+                    "line": line,
+                    "source": source,
+                    "status": "error",
+                    "output": "",
+                    "stderr": "",
+                    "exception": traceback.format_exception_only(type(exc), exc)[-1],
+                    "traceback": "".join(traceback.format_exception_only(type(exc), exc)),
+                }
+            ]
         results = []
         source_lines = source.split("\n")
         for statement in tree.body:
@@ -259,7 +203,13 @@ class Page:
             ast.increment_lineno(module, line - 1)
             code = compile(module, self.name, "single", self._future_flags(), dont_inherit=True)
             out, err, raised = self._execute(code, doctest_name=True)
-            result: dict[str, Any] = {"line": line + first - 1, "source": text, "output": out, "stderr": err, "status": "edited"}
+            result: dict[str, Any] = {
+                "line": line + first - 1,
+                "source": text,
+                "output": out,
+                "stderr": err,
+                "status": "edited",
+            }
             if raised is not None:
                 result["exception"] = traceback.format_exception_only(type(raised), raised)[-1]
                 result["traceback"] = self._traceback(raised)
@@ -278,7 +228,7 @@ class Page:
         for engine in self.engines:
             try:
                 engine.dispose()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - a page may have left an engine in any state
                 pass
         shutil.rmtree(self.cwd, ignore_errors=True)
         linecache.cache.pop(self.name, None)
@@ -304,8 +254,8 @@ def _track_engines() -> None:
             _page.engines.append(engine)
         return engine
 
-    setattr(sqlalchemy, "create_engine", create_engine)
-    setattr(sqlalchemy.engine, "create_engine", create_engine)
+    sqlalchemy.create_engine = create_engine
+    sqlalchemy.engine.create_engine = create_engine
 
 
 def start(name: str) -> None:
@@ -345,8 +295,38 @@ def versions() -> str:
 
     import sqlalchemy
 
-    return json.dumps({
-        "python": sys.version.split()[0],
-        "sqlalchemy": sqlalchemy.__version__,
-        "sqlite": sqlite3.sqlite_version,
-    })
+    return json.dumps(
+        {
+            "python": sys.version.split()[0],
+            "sqlalchemy": sqlalchemy.__version__,
+            "sqlite": sqlite3.sqlite_version,
+        }
+    )
+
+
+def paste(blocks: list[str]) -> list[dict[str, Any]]:
+    """Blocks as a reader pastes them into Python's prompt, one after another, in one fresh page.
+
+    Each statement runs on its own, its value echoed, and an exception does not stop the next
+    (see :meth:`Page.edited`).  Returns, for each exception, the block, the line in it and the
+    exception's class name.
+    """
+    start("pasted")
+    assert _page is not None
+    raised = []
+    for index, code in enumerate(blocks):
+        for result in _page.edited(code, 1):
+            if "exception" in result:
+                name = result["exception"].split(":")[0].strip().rpartition(".")[2]
+                raised.append({"block": index, "line": result["line"], "error": name})
+    return raised
+
+
+if __name__ == "__main__":
+    # The browser tests' paste check on CPython: `python cookbook_runner.py paste BLOCKS.json OUT.json`.
+    if len(sys.argv) != 4 or sys.argv[1] != "paste":
+        sys.exit("usage: python cookbook_runner.py paste BLOCKS.json OUT.json")
+    with open(sys.argv[2], encoding="utf-8") as given:
+        pasted = paste(json.load(given))
+    with open(sys.argv[3], "w", encoding="utf-8") as out:
+        json.dump(pasted, out)

@@ -77,7 +77,7 @@ async function init({ pyodide: base, runner: runnerUrl, lock }) {
     }),
   ]);
   post({ type: "status", text: "Loading SQLAlchemy" });
-  await pyodide.loadPackage(["sqlalchemy", "sqlalchemy-cookbook"], { messageCallback: () => {}, errorCallback: (text) => post({ type: "status", text }) });
+  await pyodide.loadPackage(["sqlalchemy", "sqlalchemy-cookbook", "sybil"], { messageCallback: () => {}, errorCallback: (text) => post({ type: "status", text }) });
   pyodide.FS.mkdirTree("/lib/cookbook");
   pyodide.FS.writeFile("/lib/cookbook/cookbook_runner.py", await source);
   pyodide.runPython("import sys; sys.path.append('/lib/cookbook')");

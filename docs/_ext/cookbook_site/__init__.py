@@ -1,0 +1,12 @@
+"""The SQLAlchemy ORM Cookbook site's own machinery: not the recipe library, and not installed with it.
+
+- :mod:`cookbook_site.page`: the one model of a page (which pages are recipes, their examples
+  in order, the tab each belongs to, what each expects); the tests, downloads, Run and the
+  bench read pages through it.
+- Sphinx extensions, each named in ``conf.py``: :mod:`~cookbook_site.verified` (the versions the
+  examples were verified with), :mod:`~cookbook_site.downloads` ("Download this recipe"),
+  :mod:`~cookbook_site.run` (Run in the browser) and :mod:`~cookbook_site.trim_css`.
+- :mod:`cookbook_site.pyodide_assets`: ``make pyodide``, which fetches what Run needs.
+
+``requirements.txt`` installs it (editable) from ``docs/_ext``.
+"""
