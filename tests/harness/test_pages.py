@@ -1,21 +1,24 @@
 """Guards on the pages themselves: nothing on a page escapes the test run unnoticed."""
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sybil import Document
 
-from tests.pages import page_parsers
+from cookbook_site import page as page_model
+from tests.harness.pages import page_parsers
 
-DOCS = Path(__file__).parent.parent / "docs"
-PAGES = sorted(p for p in DOCS.rglob("*.md") if not any(part.startswith("_") for part in p.parts))
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+PAGES = page_model.pages(DOCS)
 # Recipe pages answer a question with code: each must yield examples.
-RECIPE_GROUPS = ("transactions", "querying", "relationships")
-RECIPES = [p for p in PAGES if p.relative_to(DOCS).parts[0] in RECIPE_GROUPS]
+RECIPES = page_model.recipe_pages(DOCS)
 
 FENCE = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n`]*)$", re.M)
-PYTHON_LOOKALIKE = re.compile(r"^\{?(code-block\}|code\}|sourcecode\})?\s*(py|py3|pycon|python\d?|ipython\d?|pyodide)$", re.I)
+PYTHON_LOOKALIKE = re.compile(
+    r"^\{?(code-block\}|code\}|sourcecode\})?\s*(py|py3|pycon|python\d?|ipython\d?|pyodide)$", re.I
+)
 BARE_SKIP = re.compile(r"^[ \t]*%[ \t]*skip:[ \t]*(next|start)[ \t]*$", re.M)
 
 
@@ -23,11 +26,9 @@ def page_id(path: Path) -> str:
     return path.relative_to(DOCS).as_posix()
 
 
-def lines_of(text: str, pattern: re.Pattern[str], keep) -> list[str]:  # noqa: ANN001
+def lines_of(text: str, pattern: re.Pattern[str], keep: Callable[[re.Match[str]], bool]) -> list[str]:
     return [
-        f"line {text.count(chr(10), 0, m.start()) + 1}: {m.group(0).strip()}"
-        for m in pattern.finditer(text)
-        if keep(m)
+        f"line {text.count(chr(10), 0, m.start()) + 1}: {m.group(0).strip()}" for m in pattern.finditer(text) if keep(m)
     ]
 
 
@@ -54,7 +55,7 @@ def python_fences(text: str) -> list[tuple[int, int]]:
 
 def test_there_are_recipe_pages() -> None:
     """The glob below would pass vacuously if the folders moved."""
-    assert RECIPES, f"no recipe pages under {DOCS}/{{{','.join(RECIPE_GROUPS)}}}"
+    assert RECIPES, f"no recipe pages under {DOCS}/{{{','.join(page_model.RECIPE_FOLDERS)}}}"
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=page_id)
@@ -70,9 +71,7 @@ def test_every_python_fence_is_collected(path: Path) -> None:
     text = path.read_text()
     starts = [region.start for _, region in Document.parse(str(path), *page_parsers("sqlite")).regions]
     missed = [
-        f"line {text.count(chr(10), 0, s) + 1}"
-        for s, e in python_fences(text)
-        if not any(s <= r < e for r in starts)
+        f"line {text.count(chr(10), 0, s) + 1}" for s, e in python_fences(text) if not any(s <= r < e for r in starts)
     ]
     assert [] == missed, f"{page_id(path)}: python fences Sybil does not run"
 
@@ -84,8 +83,7 @@ def test_no_python_lookalike_fences(path: Path) -> None:
     odd = lines_of(
         text,
         FENCE,
-        lambda m: m.group("info").strip() != "python"
-        and PYTHON_LOOKALIKE.match(m.group("info").strip()) is not None,
+        lambda m: m.group("info").strip() != "python" and PYTHON_LOOKALIKE.match(m.group("info").strip()) is not None,
     )
     assert [] == odd, f"{page_id(path)}: tag these fences `python` (or `text` if not code)"
 
@@ -94,3 +92,42 @@ def test_no_python_lookalike_fences(path: Path) -> None:
 def test_skips_carry_a_reason(path: Path) -> None:
     """A skipped block must say why; the reason shows in the test report."""
     assert [] == lines_of(path.read_text(), BARE_SKIP, lambda m: True)
+
+
+LABEL = re.compile(r"\A\((?P<label>[a-z0-9-]+)\)=\n")
+
+
+@pytest.mark.parametrize("path", [p for p in PAGES if p.parent != DOCS and p.name != "changelog.md"], ids=page_id)
+def test_label_is_named_after_the_file(path: Path) -> None:
+    """A page's label is its kind and its file name (`recipe-delete-reinsert` for
+    transactions/delete-reinsert.md), so a cross-reference names the page it links to."""
+    kind = "recipe" if page_model.is_recipe(page_id(path).removesuffix(".md")) else path.parent.name
+    found = LABEL.match(path.read_text())
+    assert found is not None, f"{page_id(path)} does not start with a label"
+    assert f"{kind}-{path.stem}" == found.group("label")
+
+
+IMPORT = re.compile(r"^(?:>>> )?from sqlalchemy_cookbook(?:\.(?P<module>\w+))? import (?P<name>\w+)", re.M)
+LIBRARY = DOCS.parent / "src" / "sqlalchemy_cookbook"
+
+
+IMPORTERS = [p for p in RECIPES if IMPORT.search(p.read_text())]
+
+
+def test_three_recipe_pages_import_the_library() -> None:
+    """One page per recipe of the library; the test below would pass vacuously without them."""
+    assert 3 == len(IMPORTERS)
+
+
+@pytest.mark.parametrize("path", IMPORTERS, ids=page_id)
+def test_a_library_import_says_how_to_get_it(path: Path) -> None:
+    """Where a recipe page first imports the library, the text just before says how a reader gets
+    it: `pip install .` from the repository, or the one module's download."""
+    text = path.read_text()
+    found = IMPORT.search(text)
+    assert found is not None
+    before = text[: found.start()].rsplit("\n\n", 3)[-3:]
+    module = next(m.stem for m in LIBRARY.glob("*.py") if f"class {found.group('name')}" in m.read_text())
+    assert any("pip install ." in part for part in before), f"{page_id(path)}: no `pip install .` before the import"
+    download = f"<../../src/sqlalchemy_cookbook/{module}.py>"
+    assert any(download in part for part in before), f"{page_id(path)}: no download of {module}.py before the import"
