@@ -3,6 +3,8 @@
 #   make serve    build the site, serve it on http://127.0.0.1:8000, rebuild on every edit
 #   make test     every page's examples, the library's and site's tests, the browser tests, ruff, mypy and a strict build
 #   make test BACKENDS="sqlite postgresql mariadb"   the same on each named database
+#   make test SQLALCHEMY=2.0   the pages, the library and the site's tests on SQLAlchemy 2.0 (in its
+#                 own .venv-sqlalchemy-2.0; the default, 2.1, is what requirements.txt pins)
 #   make bench    the figures the issues ask for (build, rebuild, test, page weight, Run and recipe
 #                 costs); ONLY=site (or pages, runner, unique, prefilter, expire_on_fk_change) for one
 #   make html     the strict build alone, into _build/html
@@ -13,7 +15,16 @@
 #   make clean    remove build output (keeps .venv)
 
 PYTHON ?= python3
+SQLALCHEMY ?= 2.1
+ifeq ($(SQLALCHEMY),2.1)
 VENV := .venv
+SERIES_PIN :=
+else ifeq ($(SQLALCHEMY),2.0)
+VENV := .venv-sqlalchemy-2.0
+SERIES_PIN := requirements-sqlalchemy-2.0.txt
+else
+$(error SQLALCHEMY=$(SQLALCHEMY) is not a series the cookbook is verified on; valid values: 2.0, 2.1)
+endif
 PY := $(VENV)/bin/python
 BACKENDS ?= sqlite
 HOST ?= 127.0.0.1
@@ -30,12 +41,18 @@ html: $(VENV)/.installed pyodide
 	$(PY) -m sphinx $(STRICT) -b html $(SPHINX_ARGS) _build/html
 
 test: $(VENV)/.installed pyodide
+ifeq ($(SQLALCHEMY),2.0)
+	@# The site is built and tried in the browser with 2.1 only; the examples, library and site tests run here.
+	COOKBOOK_BACKENDS="$(BACKENDS)" $(PY) -m pytest docs src tests --ignore=tests/browser
+	@cat _build/backends.txt
+else
 	COOKBOOK_BACKENDS="$(BACKENDS)" $(PY) -m pytest
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m sphinx $(STRICT) -E -b html $(SPHINX_ARGS) _build/html
 	@cat _build/backends.txt
+endif
 
 bench: $(VENV)/.installed pyodide
 	ONLY=$(ONLY) $(PY) -m tests.bench
@@ -52,9 +69,14 @@ inventories: $(VENV)/.installed
 clean:
 	rm -rf _build .pytest_cache .mypy_cache
 
-$(VENV)/.installed: requirements.txt pyproject.toml docs/_ext/pyproject.toml
+$(VENV)/.installed: requirements.txt $(SERIES_PIN) pyproject.toml docs/_ext/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "make: $(PYTHON) is older than Python 3.11; run with PYTHON=python3.11 (or newer)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "make: '$(PYTHON) -m venv' failed; on Debian/Ubuntu install it with: sudo apt install python3-venv"; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip
+ifeq ($(SERIES_PIN),)
 	$(PY) -m pip install --quiet -r requirements.txt -e .
+else
+	grep -v '^SQLAlchemy==' requirements.txt > $(VENV)/requirements.txt
+	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt -r $(SERIES_PIN) -e .
+endif
 	@touch $@

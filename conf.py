@@ -42,6 +42,10 @@ myst_heading_anchors = 3
 intersphinx_mapping = {
     "python": ("https://docs.python.org/3/", "_inventories/python.inv"),
     "sqlalchemy": ("https://docs.sqlalchemy.org/en/21/", "_inventories/sqlalchemy.inv"),
+    # A name both series document resolves to the inventory whose key sorts last (Sphinx sorts
+    # them by key), so 2.0's key sorts before "sqlalchemy" and a plain role links to 2.1; a
+    # SQLAlchemy 2.0 tab links into 2.0 with {external+sqla20:py:meth}`sqlalchemy.orm.Session.get`.
+    "sqla20": ("https://docs.sqlalchemy.org/en/20/", "_inventories/sqlalchemy20.inv"),
 }
 intersphinx_timeout = 5
 

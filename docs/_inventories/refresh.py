@@ -20,11 +20,10 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-import sqlalchemy
-
 HERE = Path(__file__).parent
 PYTHON_LIVE = "https://docs.python.org/3/objects.inv"
-SQLALCHEMY_LIVE = "https://docs.sqlalchemy.org/en/21/objects.inv"
+SQLALCHEMY_LIVE = "https://docs.sqlalchemy.org/en/{series}/objects.inv"
+ROOT = HERE.parent.parent
 PYTHON_DEBIAN = "/usr/share/doc/python3*/html/objects.inv"
 
 ENTRY = re.compile(r'<dl class="py (?P<type>[a-z]+)">\s*<dt class="sig sig-object py" id="(?P<name>[^"]+)"')
@@ -48,20 +47,41 @@ def python_inventory() -> bytes:
         return live
     found = sorted(glob.glob(PYTHON_DEBIAN))
     if not found:
-        sys.exit(f"no Python inventory: {PYTHON_LIVE} is unreachable and no {PYTHON_DEBIAN}"
-                 " (install it with: apt-get install python3-doc)")
+        sys.exit(
+            f"no Python inventory: {PYTHON_LIVE} is unreachable and no {PYTHON_DEBIAN}"
+            " (install it with: apt-get install python3-doc)"
+        )
     return Path(found[-1]).read_bytes()
 
 
-def sqlalchemy_inventory() -> bytes:
-    live = fetch(SQLALCHEMY_LIVE)
+def pinned(requirements: Path) -> str:
+    """The SQLAlchemy release a requirements file pins (``SQLAlchemy==X.Y.Z``)."""
+    found = re.search(r"(?im)^sqlalchemy==(\S+)", requirements.read_text())
+    if found is None:
+        sys.exit(f"{requirements} pins no SQLAlchemy release")
+    return found.group(1)
+
+
+def sqlalchemy_inventory(version: str) -> bytes:
+    """The inventory of SQLAlchemy's documentation for the series of ``version`` (2.1.9 -> /en/21/)."""
+    series = "".join(version.split(".")[:2])
+    live = fetch(SQLALCHEMY_LIVE.format(series=series))
     if live:
         return live
-    version = sqlalchemy.__version__
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-binary=:all:", "--no-deps",
-             f"sqlalchemy=={version}", "-d", tmp],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-binary=:all:",
+                "--no-deps",
+                f"sqlalchemy=={version}",
+                "-d",
+                tmp,
+            ],
             check=True,
         )
         (sdist,) = Path(tmp).glob("*.tar.gz")
@@ -101,7 +121,13 @@ def build_inventory(doc: Path, project: str, version: str) -> bytes:
 
 
 def main() -> None:
-    for name, make in (("python", python_inventory), ("sqlalchemy", sqlalchemy_inventory)):
+    made = {
+        # The series each requirements file pins: 2.1 (the default) and 2.0.
+        "python": python_inventory,
+        "sqlalchemy": lambda: sqlalchemy_inventory(pinned(ROOT / "requirements.txt")),
+        "sqlalchemy20": lambda: sqlalchemy_inventory(pinned(ROOT / "requirements-sqlalchemy-2.0.txt")),
+    }
+    for name, make in made.items():
         print(f"{name}.inv:")
         (HERE / f"{name}.inv").write_bytes(make())
     print(f"written to {HERE}")

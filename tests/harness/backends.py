@@ -195,21 +195,27 @@ def runtime_versions() -> dict[str, str]:
 
 
 def summary_line(selected: list[str], ran: list[str], failed: list[str]) -> str:
-    """``backends: sqlite ran; postgresql, mariadb not configured``"""
+    """``backends: sqlite ran; postgresql, mariadb not configured`` (what the SQLAlchemy run covered)"""
     groups = {
         "ran": [n for n in ran if n not in failed],
         "ran with failures": list(failed),
         "selected, but no test of theirs ran": [n for n in selected if n not in ran],
         "not configured": [n for n in NAMES if n not in selected],
     }
-    return "backends: " + "; ".join(f"{', '.join(names)} {what}" for what, names in groups.items() if names)
+    said = "; ".join(f"{', '.join(names)} {what}" for what, names in groups.items() if names)
+    return f"backends: {said} (SQLAlchemy {sqlalchemy.__version__})"
 
 
-def write_record(path: Path, backends: list[Backend], failed: list[str]) -> None:
-    """What this run verified, for the landing page (read by the site at build time)."""
+def write_record(
+    path: Path, backends: list[Backend], failed: list[str], pages: dict[str, dict[str, bool]] | None = None
+) -> None:
+    """What this run verified, for the landing page and each page's line under its title (read
+    by the site at build time): the versions, each backend's result, and each page's result per
+    backend (``{"transactions/delete-reinsert": {"sqlite": true}}``)."""
     record = {
         "runtime": runtime_versions(),
         "backends": {b.name: {"version": b.version, "passed": b.name not in failed} for b in backends},
+        "pages": pages or {},
         "argv": sys.argv[1:],
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -125,6 +125,7 @@ class PageModelParser:
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
+        self.series = page_model.installed_series()
 
     def __call__(self, document: Document) -> Iterator[Region]:
         try:
@@ -133,7 +134,7 @@ class PageModelParser:
             raise ValueError(str(exc)) from None
         for parser in page_model.parsers():
             for region in parser(document):
-                reason = page.at(region.start).skip_reason(self.backend)
+                reason = page.at(region.start).skip_reason(self.backend, self.series)
                 region.evaluator = Skipped(reason) if reason is not None else Active(region.evaluator)
                 yield region
 

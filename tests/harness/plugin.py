@@ -14,10 +14,12 @@ from typing import TextIO, cast
 
 import pytest
 
+from cookbook_site.page import installed_series
 from tests.harness.backends import Backend, BackendError, selected_names, summary_line, write_record
 
 NAME = "cookbook-backends"
-RECORD = "_build/verified.json"
+#: One record per SQLAlchemy series (``_build/verified-2.1.json``): the site lists each series it finds.
+RECORD = "_build/verified-{series}.json"
 SUMMARY = "_build/backends.txt"
 
 
@@ -49,6 +51,8 @@ class BackendPlugin:
             raise pytest.UsageError(str(exc)) from None
         self.failed: set[str] = set()
         self.ran: set[str] = set()
+        # page (docs-relative, no suffix) -> backend -> every example passed or was skipped
+        self.pages: dict[str, dict[str, bool]] = {}
         # `echo=True` only adds its own (timestamped) handler when the logger has none:
         # this plain one makes the emitted SQL checkable doctest output.
         logger = logging.getLogger("sqlalchemy.engine.Engine")
@@ -90,6 +94,10 @@ class BackendPlugin:
             self.ran.add(name)
         if report.failed:
             self.failed.add(name)
+        path = report.nodeid.split("::")[0]
+        if path.startswith("docs/") and path.endswith(".md") and (report.when == "call" or report.failed):
+            results = self.pages.setdefault(path.removeprefix("docs/").removesuffix(".md"), {})
+            results[name] = results.get(name, True) and not report.failed
 
     def line(self) -> str:
         ran = [n for n in self.names if n in self.ran]
@@ -107,7 +115,8 @@ class BackendPlugin:
         root = self.config.rootpath
         # Only a run of every page may tell the landing page what the examples were verified on.
         if self.covers_every_page():
-            write_record(root / RECORD, ran, sorted(self.failed))
+            path = root / RECORD.format(series=installed_series())
+            write_record(path, ran, sorted(self.failed), self.pages)
         (root / SUMMARY).write_text(self.line() + "\n")
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:

@@ -46,9 +46,12 @@ def test_unreachable_backend_names_backend_and_url() -> None:
 
 
 def test_summary_line_names_what_ran_and_what_did_not() -> None:
-    """The run's last line says which databases it proved."""
-    assert "backends: sqlite ran; postgresql, mariadb not configured" == summary_line(["sqlite"], ["sqlite"], [])
-    assert "backends: sqlite ran; mariadb ran with failures; postgresql not configured" == summary_line(
+    """The run's last line says which databases it proved, and on which SQLAlchemy."""
+    import sqlalchemy
+
+    on = f" (SQLAlchemy {sqlalchemy.__version__})"
+    assert "backends: sqlite ran; postgresql, mariadb not configured" + on == summary_line(["sqlite"], ["sqlite"], [])
+    assert "backends: sqlite ran; mariadb ran with failures; postgresql not configured" + on == summary_line(
         ["sqlite", "mariadb"], ["sqlite", "mariadb"], ["mariadb"]
     )
 

@@ -35,7 +35,7 @@ from sphinx.util.osutil import relative_uri
 from sphinx.writers.html5 import HTML5Translator
 
 from cookbook_site import page as page_model
-from cookbook_site.page import BACKEND_LABELS, DEFAULT_BACKEND, Example, PageError, output_matches
+from cookbook_site.page import BACKEND_LABELS, DEFAULT_BACKEND, Example, PageError, installed_series, output_matches
 
 # Read from the installed distribution: importing SQLAlchemy here would cost every build ~0.2 s.
 SQLALCHEMY_VERSION = version("SQLAlchemy")
@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 OUTPUT_FOLDER = "_recipes"
 #: The backend the scripts run on; the other tabs are left out.
 SCRIPT_BACKEND = DEFAULT_BACKEND
+#: The SQLAlchemy series the scripts are verified on: the one the site is built with.
+SCRIPT_SERIES = installed_series()
 
 ENV_KEY = "cookbook_recipe_scripts"
 
@@ -164,12 +166,20 @@ def render_script(
         if left_out:
             tabs = list(dict.fromkeys(left_out))
             which = f"{tabs[0]} tab is" if len(tabs) == 1 else f"{', '.join(tabs[:-1])} and {tabs[-1]} tabs are"
-            body.extend(["", f"# (The page's {which} left out here: this script runs on SQLite.)"])
+            body.extend(
+                [
+                    "",
+                    f"# (The page's {which} left out here: this script runs on SQLite and SQLAlchemy {SCRIPT_SERIES}.)",
+                ]
+            )
             left_out.clear()
 
     for example in examples:
         if example.backend not in (None, SCRIPT_BACKEND):
             left_out.append(BACKEND_LABELS.get(example.backend or "", example.backend or ""))
+            continue
+        if example.series not in (None, SCRIPT_SERIES):
+            left_out.append(f"SQLAlchemy {example.series}")
             continue
         flush_left_out()
         source = _DOCTEST_DIRECTIVE.sub("", example.source).strip("\n")
@@ -260,7 +270,7 @@ def _expected(examples: Sequence[Example], backend: str) -> tuple[list[tuple[Exa
     text = ""
     unchecked = False
     for example in examples:
-        if not example.runs_on(backend):
+        if not example.runs_on(backend, SCRIPT_SERIES):
             continue
         if example.kind == "code" or example.exc_msg is not None:
             unchecked = True

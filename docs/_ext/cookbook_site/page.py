@@ -5,8 +5,8 @@ its :class:`Example` objects, in page order.  Each example knows
 
 - where it is (its line, and the block it belongs to),
 - what it runs and what it expects (doctest's ``want`` and ``exc_msg``, and its option flags),
-- which tab it belongs to (:attr:`Example.backend`: a ``tab-item`` whose ``:sync:`` names a
-  database), and
+- which tabs it belongs to (:attr:`Example.backend`: a ``tab-item`` whose ``:sync:`` names a
+  database; :attr:`Example.series`: one whose ``:sync:`` names a SQLAlchemy series), and
 - whether, and why, the tests skip it (a ``% skip:`` line or ``# doctest: +SKIP``).
 
 The Sybil harness (``tests/harness/pages.py``) asks :meth:`Example.runs_on` what to run and
@@ -28,6 +28,10 @@ a ``tab-item`` whose ``:sync:`` names a backend holds that backend's blocks::
     ...
     :::
     ::::
+
+A difference between SQLAlchemy's series is shown the same way, in a tab-set of the
+``sqlalchemy`` group whose tabs sync ``sqlalchemy-2.0`` and ``sqlalchemy-2.1``; its blocks run on
+that series only.  The two kinds nest either way round.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from importlib.metadata import version
 from pathlib import Path
 from typing import cast
 
@@ -51,6 +56,24 @@ BACKENDS = ("sqlite", "postgresql", "mariadb")
 BACKEND_LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mariadb": "MariaDB"}
 #: The database a page runs on when nothing else is asked for (downloads and Run use it).
 DEFAULT_BACKEND = "sqlite"
+
+#: The SQLAlchemy series the pages are verified on, oldest first.
+SERIES = ("2.0", "2.1")
+#: The series whose release ``requirements.txt`` pins: the site's build, downloads and Run use it.
+DEFAULT_SERIES = "2.1"
+
+#: Each kind of tab: its ``:sync-group:``, and the ``:sync:`` value of each of its tabs.
+TAB_GROUPS = {
+    "backend": {name: name for name in BACKENDS},
+    "sqlalchemy": {f"sqlalchemy-{series}": series for series in SERIES},
+}
+
+
+def installed_series() -> str:
+    """The series of the SQLAlchemy installed here (``"2.1"`` for 2.1.9), read without importing it."""
+    major, minor = version("SQLAlchemy").split(".")[:2]
+    return f"{major}.{minor}"
+
 
 #: The folders (under ``docs/``) whose pages are recipes: a question answered with code.
 RECIPE_FOLDERS = ("transactions", "querying", "relationships")
@@ -100,30 +123,33 @@ def _closing(text: str, opening: re.Match[str]) -> int:
     return found.end() if found else len(text)
 
 
-def backend_tabs(text: str, path: str = "<page>") -> list[tuple[int, int, str]]:
-    """(start, end, backend) of every backend tab on a page.
+def tabs(text: str, path: str = "<page>") -> list[tuple[int, int, str, str]]:
+    """(start, end, group, value) of every backend or series tab on a page.
 
-    Any other tab in a ``:sync-group: backend`` tab-set is an error naming the page and line,
-    so a misspelt ``:sync:`` cannot make a block run on every database.
+    Any other tab in a tab-set of one of :data:`TAB_GROUPS` is an error naming the page and line,
+    so a misspelt ``:sync:`` cannot make a block run everywhere.
     """
-    groups = [
-        (m.start(), _closing(text, m))
+    sets = [
+        (m.start(), _closing(text, m), group.group(1))
         for m in _TABSET_OPEN.finditer(text)
-        if (group := _GROUP.search(m.group("options"))) and group.group(1) == "backend"
+        if (group := _GROUP.search(m.group("options"))) and group.group(1) in TAB_GROUPS
     ]
-    tabs = []
+    found = []
     for m in _TAB_OPEN.finditer(text):
         sync = _SYNC.search(m.group("options"))
         name = sync.group(1) if sync else None
-        if name is not None and name in BACKENDS:
-            tabs.append((m.start(), _closing(text, m), name))
-        elif any(s <= m.start() < e for s, e in groups):
+        group = next((g for g, values in TAB_GROUPS.items() if name in values), None)
+        if group is not None and name is not None:
+            found.append((m.start(), _closing(text, m), group, TAB_GROUPS[group][name]))
+            continue
+        inside = [g for s, e, g in sets if s <= m.start() < e]
+        if inside:
             line = text.count("\n", 0, m.start()) + 1
             raise PageError(
-                f"{path}, line {line}: a tab in a backend tab-set needs ':sync:' set to one of "
-                f"{', '.join(BACKENDS)}; found {name!r}"
+                f"{path}, line {line}: a tab in a {inside[-1]} tab-set needs ':sync:' set to one of "
+                f"{', '.join(TAB_GROUPS[inside[-1]])}; found {name!r}"
             )
-    return tabs
+    return found
 
 
 # --- Examples ---------------------------------------------------------------------------------
@@ -161,17 +187,21 @@ class Example:
     backend: str | None
     #: Why the tests skip the example (a ``% skip:`` line or ``# doctest: +SKIP``), or None.
     skip: str | None
+    #: The SQLAlchemy series whose tab holds the example, or None outside series tabs.
+    series: str | None = None
 
-    def runs_on(self, backend: str) -> bool:
-        """Whether the harness runs this example when it runs the page on ``backend``."""
-        return self.skip is None and self.backend in (None, backend)
+    def runs_on(self, backend: str, series: str = DEFAULT_SERIES) -> bool:
+        """Whether the harness runs this example when it runs the page on ``backend`` and ``series``."""
+        return self.skip_reason(backend, series) is None
 
-    def skip_reason(self, backend: str) -> str | None:
-        """Why this example does not run on ``backend`` (as the test report says it), or None."""
+    def skip_reason(self, backend: str, series: str = DEFAULT_SERIES) -> str | None:
+        """Why this example does not run on ``backend`` and ``series`` (as the test report says), or None."""
         if self.skip is not None:
             return self.skip
         if self.backend not in (None, backend):
             return f"{self.backend} tab: runs on {self.backend} only (this run: {backend})"
+        if self.series not in (None, series):
+            return f"SQLAlchemy {self.series} tab: runs on SQLAlchemy {self.series} only (this run: {series})"
         return None
 
     @property
@@ -251,13 +281,13 @@ def _read(path: str, text: str) -> Page:
     """
     document = Document(text, path)
     python = parsers()[0]
-    tabs = backend_tabs(text, path)
+    spans = tabs(text, path)
 
     def line_of(position: int) -> int:
         return text.count("\n", 0, position) + 1
 
-    def owner(position: int) -> str | None:
-        return next((name for s, e, name in tabs if s <= position < e), None)
+    def owner(position: int, group: str) -> str | None:
+        return next((value for s, e, g, value in spans if g == group and s <= position < e), None)
 
     found: list[tuple[int, Example | tuple[str, str | None]]] = []
     blocks = sorted(python.codeblock_parser(document), key=lambda r: r.start)
@@ -266,10 +296,12 @@ def _read(path: str, text: str) -> Page:
         source = str(lexeme)
         # A fenced block is shown; a `% invisible-code-block` (a comment) is not.
         visible = text[block.start :].lstrip()[:1] in ("`", "~")
-        backend = owner(block.start)
+        backend, series = owner(block.start, "backend"), owner(block.start, "sqlalchemy")
         if not source.startswith(">>>"):
             start = line_of(block.start)
-            example = Example(block.start, start, "code", source, "", None, (), index, start, visible, backend, None)
+            example = Example(
+                block.start, start, "code", source, "", None, (), index, start, visible, backend, None, series
+            )
             found.append((block.start, example))
             continue
         for region in python.doctest_parser(source, path):
@@ -291,6 +323,7 @@ def _read(path: str, text: str) -> Page:
                 visible,
                 backend,
                 skip,
+                series,
             )
             found.append((region.start, example))
     for region in myst.SkipParser()(document):
@@ -329,6 +362,6 @@ def output_matches(want: str, got: str, flags: int = DOCTEST_FLAGS) -> bool:
     return _checker.check_output(want, got, flags)
 
 
-def examples_on(page: Page, backend: str) -> Iterable[Example]:
-    """The examples the tests run when they run ``page`` on ``backend``."""
-    return (example for example in page.examples if example.runs_on(backend))
+def examples_on(page: Page, backend: str, series: str = DEFAULT_SERIES) -> Iterable[Example]:
+    """The examples the tests run when they run ``page`` on ``backend`` and ``series``."""
+    return (example for example in page.examples if example.runs_on(backend, series))

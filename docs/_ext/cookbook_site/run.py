@@ -59,6 +59,8 @@ OUTPUT_FOLDER = "_runner"
 ASSETS_FOLDER = "_pyodide"
 #: The backend the browser runs.
 BROWSER_BACKEND = DEFAULT_BACKEND
+#: The SQLAlchemy series the browser runs (the release requirements.txt pins).
+BROWSER_SERIES = ".".join(SQLALCHEMY_VERSION.split(".")[:2])
 #: This extension's own static files (``runner/``), added to the site's.
 STATIC = Path(cookbook_site.__file__).parent / "static"
 ENV_KEY = "cookbook_runner_pages"
@@ -119,6 +121,11 @@ def runner_blocks(examples: Iterable[Example]) -> tuple[list[dict[str, Any]], li
         if backend not in (None, BROWSER_BACKEND):
             label = BACKEND_LABELS.get(backend or "", backend or "")
             entry = {"why": f"{label} only: in your browser, Run uses SQLite (the SQLite tab)", "kind": "backend"}
+        elif first.series not in (None, BROWSER_SERIES):
+            entry = {
+                "why": f"SQLAlchemy {first.series} only: in your browser, Run uses SQLAlchemy {SQLALCHEMY_VERSION}",
+                "kind": "series",
+            }
         elif all(e.skip is not None for e in members):
             entry = {"why": f"The tests skip this example ({first.skip}), so Run does too", "kind": "skip"}
         elif blocked is not None:

@@ -1,16 +1,20 @@
-"""The cookbook site's own Sphinx extension (not part of the recipe library's API).
+"""Sphinx extension: what the examples were verified on, read from the test runs (never typed in).
 
-``{verified-with}`` renders the versions the examples were verified with: SQLAlchemy, Python
-and SQLite read at build time, and each database server as recorded by the test run that
-preceded the build (``_build/verified.json``, written by ``make test``).
+Each run of every page (``make test``, ``make test SQLALCHEMY=2.0``, the CI matrix) leaves a
+record per SQLAlchemy series, ``_build/verified-<series>.json``: the exact SQLAlchemy, Python and
+database versions, and each page's result on each database.  From those records
+
+- ``{verified-with}`` lists, on the landing page, each series with the versions and databases
+  it ran on;
+- every recipe page gets one line under its title saying the same for that page.
+
+A series or database with no record says so: this build did not verify it.
 """
 
 from __future__ import annotations
 
 import json
-import platform
-import sqlite3
-from importlib.metadata import version
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,60 +22,144 @@ from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-# Read from the installed distribution: importing SQLAlchemy here would cost every build ~0.2 s.
-SQLALCHEMY_VERSION = version("SQLAlchemy")
+from cookbook_site import page as page_model
+from cookbook_site.page import BACKEND_LABELS, BACKENDS, SERIES
 
-SERVERS = {"postgresql": "PostgreSQL", "mariadb": "MariaDB"}
-
-
-def record_path(app: Sphinx) -> Path:
-    return Path(app.confdir) / "_build" / "verified.json"
+#: Where the test runs leave their records, relative to conf.py's folder.
+RECORDS = "_build/verified-{series}.json"
 
 
-def _read_record(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+@dataclass(frozen=True)
+class Run:
+    """One series' record: what ran, on what, and how each page did."""
+
+    series: str
+    sqlalchemy: str
+    python: str
+    #: backend -> (server or library version, every example passed)
+    backends: dict[str, tuple[str, bool]]
+    #: page -> backend -> every example passed
+    pages: dict[str, dict[str, bool]]
+
+
+def read_runs(confdir: Path) -> dict[str, Run]:
+    """The records of the series that have one, by series."""
+    runs = {}
+    for series in SERIES:
+        try:
+            data = json.loads((confdir / RECORDS.format(series=series)).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        runtime: dict[str, str] = data.get("runtime", {})
+        backends = {
+            name: (str(value.get("version", "")), bool(value.get("passed")))
+            for name, value in data.get("backends", {}).items()
+            if name in BACKENDS
+        }
+        runs[series] = Run(
+            series, runtime.get("SQLAlchemy", series), runtime.get("Python", "?"), backends, data.get("pages", {})
+        )
+    return runs
+
+
+def _listing(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _database(name: str, version: str) -> str:
+    # MariaDB reports "10.11.6-MariaDB-0+deb12u1": the version is what comes before the dash.
+    return f"{BACKEND_LABELS[name]} {version.split('-')[0]}"
+
+
+def summary(runs: dict[str, Run]) -> list[str]:
+    """The landing page's list: one item per series."""
+    items = []
+    for series in reversed(SERIES):
+        run = runs.get(series)
+        if run is None:
+            items.append(f"SQLAlchemy {series}: not run before this build (CI runs it on every change)")
+            continue
+        passed = [_database(n, v) for n in BACKENDS if (found := run.backends.get(n)) and found[1] for v in [found[0]]]
+        failed = [BACKEND_LABELS[n] for n in BACKENDS if (found := run.backends.get(n)) and not found[1]]
+        missing = [BACKEND_LABELS[n] for n in BACKENDS if n not in run.backends]
+        said = [f"SQLAlchemy {run.sqlalchemy} on Python {run.python}:"]
+        if passed:
+            said.append(f"every example passed on {_listing(passed)}")
+        if failed:
+            said.append(f"{'; ' if passed else ''}examples failed on {_listing(failed)}")
+        if missing:
+            said.append(f"({_listing(missing)} not run before this build)")
+        items.append(" ".join(said).replace(" ;", ";"))
+    return items
+
+
+def page_line(runs: dict[str, Run], docname: str) -> str:
+    """The line under a recipe page's title: the series and databases its examples passed on."""
+    verified: list[tuple[str, str]] = []  # (release, databases)
+    failed: list[str] = []
+    for series in reversed(SERIES):
+        run = runs.get(series)
+        results = run.pages.get(docname, {}) if run is not None else {}
+        if run is None or not results:
+            continue
+        bad = [BACKEND_LABELS[n] for n in BACKENDS if results.get(n) is False]
+        if bad:
+            failed.append(f"SQLAlchemy {run.sqlalchemy} on {_listing(bad)}")
+        good = [_database(n, run.backends.get(n, ("", True))[0]) for n in BACKENDS if results.get(n)]
+        if good:
+            verified.append((run.sqlalchemy, _listing(good)))
+    if not verified and not failed:
+        return "This page's examples were not run before this build."
+    said = []
+    if verified and len({databases for _, databases in verified}) == 1:
+        said.append(f"Verified on SQLAlchemy {_listing([r for r, _ in verified])}, with {verified[0][1]}.")
+    elif verified:
+        said.append("Verified on " + _listing([f"SQLAlchemy {r} with {d}" for r, d in verified]) + ".")
+    if failed:
+        said.append(f"Failed on {_listing(failed)}.")
+    unrun = [f"SQLAlchemy {s}" for s in SERIES if s not in runs]
+    if unrun:
+        said.append(f"Not run on {_listing(unrun)} before this build.")
+    return " ".join(said)
+
+
+def _note_records(directive_or_env: Any, confdir: Path) -> None:
+    for series in SERIES:
+        directive_or_env.note_dependency(str(confdir / RECORDS.format(series=series)))
 
 
 class VerifiedWith(SphinxDirective):
-    """A list: each runtime and database the examples ran on, with its version."""
+    """A list: each SQLAlchemy series the examples ran on, with the versions and databases."""
 
     has_content = False
 
     def run(self) -> list[nodes.Node]:
-        path = record_path(self.env.app)
-        self.env.note_dependency(str(path))
-        record = _read_record(path)
-        backends: dict[str, Any] = record.get("backends", {})
-        ran_here = record.get("runtime", {}).get("SQLAlchemy") == SQLALCHEMY_VERSION
-
-        items = [
-            f"SQLAlchemy {SQLALCHEMY_VERSION}",
-            f"Python {platform.python_version()}",
-        ]
-        sqlite = backends.get("sqlite")
-        if ran_here and sqlite:
-            state = "all examples passed" if sqlite["passed"] else "the run had failures"
-            items.append(f"SQLite {sqlite['version']}: {state}")
-        else:
-            items.append(f"SQLite {sqlite3.sqlite_version}: not run before this build")
-        for key, label in SERVERS.items():
-            server = backends.get(key) if ran_here else None
-            if server:
-                state = "all examples passed" if server["passed"] else "the run had failures"
-                items.append(f"{label} {server['version']}: {state}")
-            else:
-                items.append(f"{label}: not run before this build (CI runs it on every change)")
-
+        confdir = Path(self.env.app.confdir)
+        _note_records(self.env, confdir)
         bullets = nodes.bullet_list()
-        for item in items:
+        for item in summary(read_runs(confdir)):
             bullets += nodes.list_item("", nodes.paragraph(text=item))
         return [bullets]
 
 
+def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
+    """Under each recipe page's title: the line saying what its examples were verified on."""
+    docname = app.env.docname
+    if not page_model.is_recipe(docname):
+        return
+    section = doctree.next_node(nodes.section)
+    if section is None or not section.children:
+        return
+    confdir = Path(app.confdir)
+    _note_records(app.env, confdir)
+    line = nodes.paragraph(text=page_line(read_runs(confdir), docname), classes=["verified-on"])
+    section.insert(1, line)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("verified-with", VerifiedWith)
-    return {"parallel_read_safe": True, "parallel_write_safe": True}
+    # After the downloads extension has put its link under the short answer (the first paragraph).
+    app.connect("doctree-read", on_doctree_read, priority=600)
+    return {"version": "2", "env_version": 2, "parallel_read_safe": True, "parallel_write_safe": True}
