@@ -101,3 +101,77 @@ def test_changed_output_fails_naming_page_and_line(tmp_path: Path, line: int, wa
         _teardown(document.namespace)
     assert 1 == len(failures)
     assert failures[0].startswith(f"Example at {page}, line {line}, column 1 did not evaluate as expected")
+
+
+SERIES_PAGE = """\
+# Series
+
+```python
+>>> import sqlalchemy
+>>> series = ".".join(sqlalchemy.__version__.split(".")[:2])
+```
+
+::::{tab-set}
+:sync-group: sqlalchemy
+
+:::{tab-item} SQLAlchemy 2.1
+:sync: sqlalchemy-2.1
+
+```python
+>>> series
+'2.1'
+```
+:::
+
+:::{tab-item} SQLAlchemy 2.0
+:sync: sqlalchemy-2.0
+
+```python
+>>> series
+'2.0'
+```
+:::
+::::
+"""
+
+
+def _run_page(path: Path) -> tuple[list[str], list[int]]:
+    """Failures (Sybil's messages) and the lines of the examples skipped, for a page run on SQLite."""
+    document = Document.parse(str(path), *page_parsers("sqlite"))
+    _setup(Backend("sqlite"))(document.namespace)
+    failures, skipped = [], []
+    try:
+        for example in document.examples():
+            try:
+                example.evaluate()
+            except SybilFailure as failure:
+                failures.append(str(failure))
+            except (pytest.skip.Exception, unittest.SkipTest):
+                skipped.append(example.line)
+    finally:
+        _teardown(document.namespace)
+    return failures, skipped
+
+
+@pytest.mark.parametrize("tab", ["2.1", "2.0"])
+def test_changed_output_in_a_series_tab_fails_that_series_only(tmp_path: Path, tab: str) -> None:
+    """An output changed inside one series' tab fails the run on that series, at its line, and
+    leaves the other series' run green (CI runs this on both)."""
+    page = tmp_path / "series.md"
+    page.write_text(SERIES_PAGE.replace(f"'{tab}'\n", "'CHANGED'\n"))
+    line = page.read_text().split("\n").index("'CHANGED'")  # the example is the line before
+    failures, skipped = _run_page(page)
+    if page_model.installed_series() == tab:
+        assert 1 == len(failures)
+        assert failures[0].startswith(f"Example at {page}, line {line}, column 1 did not evaluate as expected")
+    else:
+        assert [] == failures
+        assert [line] == skipped
+
+
+def test_each_series_runs_its_own_tab(tmp_path: Path) -> None:
+    page = tmp_path / "series.md"
+    page.write_text(SERIES_PAGE)
+    failures, skipped = _run_page(page)
+    assert [] == failures
+    assert 1 == len(skipped)
