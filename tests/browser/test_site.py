@@ -452,17 +452,37 @@ def test_search_for_the_seed_wording_finds_its_page_first(question: str, target:
     assert found[:1] == [f"{target}.html"], f"searching {question!r} listed {found[:3]}"
 
 
-@pytest.mark.parametrize(
-    ("query", "target"),
-    [
-        ("UNIQUE constraint failed delete insert same transaction", "transactions/delete-reinsert"),
-        # The FAQ entry page 4 answers in a section of its own.
-        ("Attribute loading for non-persistent objects", "relationships/set-foreign-key-load-relationship"),
-        ("PendingRollbackError", "transactions/pending-rollback"),
-    ],
-)
+READERS_WORDS = [
+    ("UNIQUE constraint failed delete insert same transaction", "transactions/delete-reinsert"),
+    ("duplicate key value violates unique constraint", "transactions/delete-reinsert"),
+    ("PendingRollbackError", "transactions/pending-rollback"),
+    (
+        "current transaction is aborted, commands ignored until end of transaction block",
+        "transactions/why-flush-rolls-back",
+    ),
+    ("database is locked", "transactions/sqlite-transactions"),
+    ("session does not see changes from another process", "transactions/stale-reads"),
+    ("soft delete", "querying/always-filtered-query"),
+    ("multi-tenant filter by tenant", "querying/filter-per-tenant"),
+    ("count returns wrong number", "querying/query-has-no-len"),
+    ("count is too high", "querying/query-has-no-len"),
+    ("raw SQL to ORM objects", "querying/textual-sql"),
+    ("object still in collection after delete", "relationships/delete-from-collection"),
+    ("children not deleted with parent", "relationships/on-delete-cascade"),
+    ("constructor not called when loading from database", "relationships/init-not-called"),
+    ("relationship not updated after changing foreign key", "relationships/set-foreign-key-load-relationship"),
+    # The FAQ entry of that name, which has a page of its own.
+    ("Attribute loading for non-persistent objects", "relationships/non-persistent-loading"),
+    ("relationship is None before flush", "relationships/non-persistent-loading"),
+    ("get or create", "relationships/unique-object"),
+    ("upsert", "relationships/unique-object"),
+]
+
+
+@pytest.mark.parametrize(("query", "target"), READERS_WORDS, ids=[q for q, _ in READERS_WORDS])
 def test_search_in_a_readers_words(query: str, target: str, watch: Open) -> None:
-    """What a reader types for the error finds the page in the top three."""
+    """What a reader types for the error or the symptom, or the usual name of the task, finds
+    the page in the top three."""
     if recipe(target) is None:
         pytest.skip(f"docs/{target}.md does not exist yet")
     tab = watch()
@@ -470,6 +490,35 @@ def test_search_in_a_readers_words(query: str, target: str, watch: Open) -> None
     assert f"{target}.html" in found[:3], f"searching {query!r} listed {found[:3]}"
     tab.settle()  # the result list fetches each page's text for its summary
     assert_clean(tab)
+
+
+def test_the_changelog_is_left_out_of_search(built: Path, watch: Open) -> None:
+    """The changelog names every page and every fix: it is kept out of the search index (its
+    `nosearch` front matter), so it never crowds the pages that answer a question."""
+    index = (built / "searchindex.js").read_text(encoding="utf-8")
+    data = json.loads(index[index.index("(") + 1 : index.rindex(")")])
+    changelog = data["docnames"].index("about/changelog")
+    listed = [
+        word
+        for kind in ("terms", "titleterms")
+        for word, files in data[kind].items()
+        if changelog in (files if isinstance(files, list) else [files])
+    ]
+    assert [] == listed, "words of the changelog in the search index"
+    assert "Changelog" == built_title(built, "about/changelog.html")  # the page itself is still there
+    found = _search(watch(), "changelog")
+    assert "about/changelog.html" not in found
+
+
+def test_titles_are_short_in_the_sidebar_and_search_results(built: Path) -> None:
+    """The sidebar and the search results show page titles: each is at most 60 characters, a
+    title a reader can scan (the reader's question, in the FAQ's words, is quoted under it)."""
+    long = {
+        name: title
+        for name in site_pages()
+        if name not in {"search.html", "genindex.html", "404.html"} and len(title := built_title(built, name)) > 60
+    }
+    assert {} == long
 
 
 @pytest.fixture(scope="session")

@@ -131,3 +131,20 @@ def test_a_library_import_says_how_to_get_it(path: Path) -> None:
     assert any("pip install ." in part for part in before), f"{page_id(path)}: no `pip install .` before the import"
     download = f"<../../src/sqlalchemy_cookbook/{module}.py>"
     assert any(download in part for part in before), f"{page_id(path)}: no download of {module}.py before the import"
+
+
+TITLE = re.compile(r"^# (?P<title>.+)$", re.M)
+
+
+@pytest.mark.parametrize("path", PAGES, ids=page_id)
+def test_title_is_short(path: Path) -> None:
+    """The sidebar and search results show a title a reader can scan: 60 characters at most
+    (the reader's question, in the FAQ's wording, goes under it)."""
+    text = path.read_text()
+    included = re.search(r"```\{include\} (\S+)", text)
+    if included is not None:  # the changelog page: its title is the included file's
+        text = (path.parent / included.group(1)).read_text()
+    found = TITLE.search(text)
+    assert found is not None, f"{page_id(path)} has no title"
+    title = re.sub(r"`([^`]*)`", r"\1", found.group("title"))
+    assert len(title) <= 60, f"{page_id(path)}: {len(title)} characters: {title}"

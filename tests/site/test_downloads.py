@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cookbook_site import page as page_model
-from cookbook_site.downloads import output_problem, render_script
+from cookbook_site.downloads import SCRIPT_SERIES, output_problem, render_script
 from cookbook_site.page import Example
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -198,7 +198,10 @@ def test_expected_errors_are_caught_and_printed(made_up: tuple[list[Example], st
 def test_other_backends_are_left_out_and_skips_commented(made_up: tuple[list[Example], str]) -> None:
     _, script = made_up
     assert "'postgresql'" not in script
-    assert "# (The page's PostgreSQL tab is left out here: this script runs on SQLite.)" in script
+    left_out = (
+        f"# (The page's PostgreSQL tab is left out here: this script runs on SQLite and SQLAlchemy {SCRIPT_SERIES}.)"
+    )
+    assert left_out in script
     assert "# The tests skip this example (would wait forever):\n# input()\n" in script
     assert '# A check the page runs without showing it:\nassert engine.dialect.name == "sqlite"\n' in script
     assert "# ---- Errors ----" not in script  # no doctree here, so no section headings
