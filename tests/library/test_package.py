@@ -1,6 +1,7 @@
 """The package root and the wheel a reader installs: the library, and nothing but the library."""
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -37,7 +38,14 @@ def test_site_extensions_do_not_import_sqlalchemy() -> None:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The wheel `pip wheel .` builds from this repository (offline: the build tools are local)."""
+    """The wheel `pip wheel .` builds from this repository (offline: the build tools are local).
+
+    Built from a copy of what the wheel is made of, so setuptools' build/ folder is not left in
+    the checkout."""
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(LIBRARY, source / "src" / "sqlalchemy_cookbook", ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [
@@ -50,7 +58,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             "--no-build-isolation",
             "--wheel-dir",
             str(out),
-            str(ROOT),
+            str(source),
         ],
         check=True,
     )

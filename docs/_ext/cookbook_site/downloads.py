@@ -25,17 +25,17 @@ import re
 from collections.abc import Iterable, Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from docutils import nodes
 from sphinx.application import Sphinx
-from sphinx.environment import BuildEnvironment
 from sphinx.util import logging
 from sphinx.util.osutil import relative_uri
 from sphinx.writers.html5 import HTML5Translator
 
 from cookbook_site import page as page_model
 from cookbook_site.page import BACKEND_LABELS, DEFAULT_BACKEND, Example, PageError, installed_series, output_matches
+from cookbook_site.pagedata import PageData, add_html_only_node
 
 # Read from the installed distribution: importing SQLAlchemy here would cost every build ~0.2 s.
 SQLALCHEMY_VERSION = version("SQLAlchemy")
@@ -49,7 +49,8 @@ SCRIPT_BACKEND = DEFAULT_BACKEND
 #: The SQLAlchemy series the scripts are verified on: the one the site is built with.
 SCRIPT_SERIES = installed_series()
 
-ENV_KEY = "cookbook_recipe_scripts"
+#: What the extension keeps of each page across a build.
+STORE = PageData("cookbook_recipe_scripts")
 
 
 # --- Writing the script -----------------------------------------------------------------------
@@ -321,18 +322,6 @@ def visit_recipe_download_html(self: HTML5Translator, node: recipe_download) -> 
     raise nodes.SkipNode
 
 
-def skip_node(self: Any, node: nodes.Element) -> None:
-    raise nodes.SkipNode
-
-
-def _store(env: BuildEnvironment) -> dict[str, str]:
-    store = getattr(env, ENV_KEY, None)
-    if store is None:
-        store = {}
-        setattr(env, ENV_KEY, store)
-    return cast(dict[str, str], store)
-
-
 def _sections(doctree: nodes.document) -> dict[int, str]:
     """Each literal block's first line, mapped to the title of the section it is in."""
     found = {}
@@ -375,7 +364,7 @@ def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
         )
         return
     target = f"{OUTPUT_FOLDER}/{docname}.py"
-    _store(env)[docname] = script
+    STORE.of(env)[docname] = script
     # Under the short answer: the title's section, then its first paragraph.
     if section is not None:
         paragraph = next((child for child in section.children if isinstance(child, nodes.paragraph)), None)
@@ -386,20 +375,11 @@ def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
             section.insert(1, link)
 
 
-def on_env_purge_doc(app: Sphinx, env: BuildEnvironment, docname: str) -> None:
-    _store(env).pop(docname, None)
-
-
-def on_env_merge_info(app: Sphinx, env: BuildEnvironment, docnames: Iterable[str], other: BuildEnvironment) -> None:
-    theirs = _store(other)
-    _store(env).update({name: theirs[name] for name in docnames if name in theirs})
-
-
 def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
     root = Path(app.outdir) / OUTPUT_FOLDER
-    for docname, script in _store(app.env).items():
+    for docname, script in STORE.of(app.env).items():
         if docname not in app.env.all_docs:
             continue
         path = root / f"{docname}.py"
@@ -412,16 +392,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     # The pages it reads are MyST with sphinx-design tabs.
     app.setup_extension("myst_parser")
     app.setup_extension("sphinx_design")
-    app.add_node(
-        recipe_download,
-        html=(visit_recipe_download_html, None),
-        latex=(skip_node, None),
-        text=(skip_node, None),
-        man=(skip_node, None),
-        texinfo=(skip_node, None),
-    )
+    add_html_only_node(app, recipe_download, visit_recipe_download_html)
     app.connect("doctree-read", on_doctree_read)
-    app.connect("env-purge-doc", on_env_purge_doc)
-    app.connect("env-merge-info", on_env_merge_info)
+    STORE.connect(app)
     app.connect("build-finished", on_build_finished)
     return {"version": "2", "env_version": 2, "parallel_read_safe": True, "parallel_write_safe": True}

@@ -130,17 +130,17 @@ def tabs(text: str, path: str = "<page>") -> list[tuple[int, int, str, str]]:
     so a misspelt ``:sync:`` cannot make a block run everywhere.
     """
     sets = [
-        (m.start(), _closing(text, m), group.group(1))
+        (m.start(), _closing(text, m), found.group(1))
         for m in _TABSET_OPEN.finditer(text)
-        if (group := _GROUP.search(m.group("options"))) and group.group(1) in TAB_GROUPS
+        if (found := _GROUP.search(m.group("options"))) and found.group(1) in TAB_GROUPS
     ]
-    found = []
+    spans: list[tuple[int, int, str, str]] = []
     for m in _TAB_OPEN.finditer(text):
         sync = _SYNC.search(m.group("options"))
         name = sync.group(1) if sync else None
-        group = next((g for g, values in TAB_GROUPS.items() if name in values), None)
-        if group is not None and name is not None:
-            found.append((m.start(), _closing(text, m), group, TAB_GROUPS[group][name]))
+        kind = next((g for g, values in TAB_GROUPS.items() if name in values), None)
+        if kind is not None and name is not None:
+            spans.append((m.start(), _closing(text, m), kind, TAB_GROUPS[kind][name]))
             continue
         inside = [g for s, e, g in sets if s <= m.start() < e]
         if inside:
@@ -149,7 +149,7 @@ def tabs(text: str, path: str = "<page>") -> list[tuple[int, int, str, str]]:
                 f"{path}, line {line}: a tab in a {inside[-1]} tab-set needs ':sync:' set to one of "
                 f"{', '.join(TAB_GROUPS[inside[-1]])}; found {name!r}"
             )
-    return found
+    return spans
 
 
 # --- Examples ---------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from sphinx.writers.html5 import HTML5Translator
 import cookbook_site
 from cookbook_site import page as page_model
 from cookbook_site.page import BACKEND_LABELS, DEFAULT_BACKEND, Example, PageError
+from cookbook_site.pagedata import PageData, add_html_only_node
 from cookbook_site.pyodide_assets import PYODIDE_VERSION
 
 # Read from the installed distribution: importing SQLAlchemy here would cost every build ~0.2 s.
@@ -63,7 +64,8 @@ BROWSER_BACKEND = DEFAULT_BACKEND
 BROWSER_SERIES = ".".join(SQLALCHEMY_VERSION.split(".")[:2])
 #: This extension's own static files (``runner/``), added to the site's.
 STATIC = Path(cookbook_site.__file__).parent / "static"
-ENV_KEY = "cookbook_runner_pages"
+#: What the extension keeps of each page across a build.
+STORE = PageData("cookbook_runner_pages")
 #: The files under ``_static/runner/`` the page script loads on the first Run, by content hash.
 ON_DEMAND = {"session": "session.mjs", "worker": "worker.mjs", "runner": "cookbook_runner.py"}
 _hashes: dict[str, str] = {}
@@ -192,18 +194,6 @@ def visit_runner_data_html(self: HTML5Translator, node: runner_data) -> None:
     raise nodes.SkipNode
 
 
-def skip_node(self: Any, node: nodes.Element) -> None:
-    raise nodes.SkipNode
-
-
-def _store(env: BuildEnvironment) -> dict[str, str]:
-    store = getattr(env, ENV_KEY, None)
-    if store is None:
-        store = {}
-        setattr(env, ENV_KEY, store)
-    return cast(dict[str, str], store)
-
-
 def _python_blocks(doctree: nodes.document) -> list[nodes.literal_block]:
     return [block for block in doctree.findall(nodes.literal_block) if block.get("language") == "python"]
 
@@ -236,7 +226,7 @@ def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
         block["classes"].append("cookbook-run")
     page = source.relative_to(Path(env.srcdir)).as_posix()
     data = json.dumps({"page": page, "blocks": runs}, separators=(",", ":"))
-    _store(env)[docname] = data
+    STORE.of(env)[docname] = data
     target = f"{OUTPUT_FOLDER}/{docname}.json?v={hashlib.sha256(data.encode()).hexdigest()[:12]}"
     doctree += runner_data(page=page, data=target, blocks=visible)
 
@@ -252,28 +242,19 @@ def on_env_get_outdated(
 ) -> list[str]:
     """Recipe pages to read again because the assets or the runner's scripts changed since."""
     now = _written_with()
-    before = getattr(env, ENV_KEY + "_with", None)
-    setattr(env, ENV_KEY + "_with", now)
+    before = getattr(env, STORE.key + "_with", None)
+    setattr(env, STORE.key + "_with", now)
     if before is None or before == now:
         return []
-    return sorted(_store(env))
+    return sorted(STORE.of(env))
 
 
 def on_html_page_context(
     app: Sphinx, pagename: str, templatename: str, context: dict[str, Any], doctree: nodes.document | None
 ) -> None:
-    if pagename in _store(app.env):
+    if pagename in STORE.of(app.env):
         app.add_css_file("runner/runner.css")
         app.add_js_file("runner/runner.js", loading_method="defer")
-
-
-def on_env_purge_doc(app: Sphinx, env: BuildEnvironment, docname: str) -> None:
-    _store(env).pop(docname, None)
-
-
-def on_env_merge_info(app: Sphinx, env: BuildEnvironment, docnames: Iterable[str], other: BuildEnvironment) -> None:
-    theirs = _store(other)
-    _store(env).update({name: theirs[name] for name in docnames if name in theirs})
 
 
 def cookbook_wheel(package: Path, version: str) -> tuple[str, bytes]:
@@ -414,7 +395,7 @@ def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
     out = Path(app.outdir)
-    for docname, blocks in _store(app.env).items():
+    for docname, blocks in STORE.of(app.env).items():
         if docname not in app.env.all_docs:
             continue
         path = out / OUTPUT_FOLDER / f"{docname}.json"
@@ -432,19 +413,11 @@ def setup(app: Sphinx) -> dict[str, Any]:
     # Both relative to conf.py's folder; conf.py sets them.
     app.add_config_value("cookbook_runner_assets", "docs/_pyodide/dist", "html", [str])
     app.add_config_value("cookbook_library", "src/sqlalchemy_cookbook", "html", [str])
-    app.add_node(
-        runner_data,
-        html=(visit_runner_data_html, None),
-        latex=(skip_node, None),
-        text=(skip_node, None),
-        man=(skip_node, None),
-        texinfo=(skip_node, None),
-    )
+    add_html_only_node(app, runner_data, visit_runner_data_html)
     app.connect("builder-inited", on_builder_inited)
     app.connect("env-get-outdated", on_env_get_outdated)
     app.connect("doctree-read", on_doctree_read)
     app.connect("html-page-context", on_html_page_context)
-    app.connect("env-purge-doc", on_env_purge_doc)
-    app.connect("env-merge-info", on_env_merge_info)
+    STORE.connect(app)
     app.connect("build-finished", on_build_finished)
     return {"version": "1", "env_version": 1, "parallel_read_safe": True, "parallel_write_safe": True}
