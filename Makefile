@@ -76,7 +76,7 @@ $(VENV)/.installed: requirements.txt $(SERIES_PIN) pyproject.toml docs/_ext/pypr
 ifeq ($(SERIES_PIN),)
 	$(PY) -m pip install --quiet -r requirements.txt -e .
 else
-	grep -v '^SQLAlchemy==' requirements.txt > $(VENV)/requirements.txt
+	grep -v -E '^SQLAlchemy(\[[a-z]+\])?==' requirements.txt > $(VENV)/requirements.txt
 	$(PY) -m pip install --quiet -r $(VENV)/requirements.txt -r $(SERIES_PIN) -e .
 endif
 	@touch $@

@@ -56,7 +56,7 @@ def python_inventory() -> bytes:
 
 def pinned(requirements: Path) -> str:
     """The SQLAlchemy release a requirements file pins (``SQLAlchemy==X.Y.Z``)."""
-    found = re.search(r"(?im)^sqlalchemy==(\S+)", requirements.read_text())
+    found = re.search(r"(?im)^sqlalchemy(?:\[[^\]]*\])?==(\S+)", requirements.read_text())
     if found is None:
         sys.exit(f"{requirements} pins no SQLAlchemy release")
     return found.group(1)

@@ -5,6 +5,13 @@ points every ``create_engine()`` the page makes at the page's own scratch databa
 backend under test, and runs the example in the page's own temporary directory (so a
 ``sqlite:///relative.db`` file lands there and is removed with it).
 
+An example written as a reader types it into ``python -m asyncio`` (top-level ``await``,
+``async with``, ``async for``) is compiled with top-level await allowed and run on one event loop
+kept for the whole page (plain doctest cannot run it: CPython issue #81187); its output is
+compared as any other.  ``create_async_engine()`` is pointed at the page's database like
+``create_engine()``, with the backend's async driver.  A page with Session and AsyncSession tabs
+runs twice, once for each.
+
 What runs is the page model's decision (:mod:`cookbook_site.page`, the reading the downloads and
 Run use too): blocks inside a backend tab (a sphinx-design ``tab-item`` with ``:sync:
 postgresql``) run on that backend only, and a ``% skip:`` line skips what follows it; either is
@@ -13,17 +20,27 @@ reported as skipped, with the reason, at the page's line.  Sybil parses and eval
 
 from __future__ import annotations
 
+import ast
+import asyncio
+import contextlib
+import doctest
+import inspect
+import io
 import os
 import shutil
 import tempfile
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy
 import sqlalchemy.engine
+import sqlalchemy.ext.asyncio
+import sqlalchemy.ext.asyncio.engine
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import close_all_sessions
 from sybil import Document, Example, Region, Sybil
@@ -39,22 +56,35 @@ DOCTEST_FLAGS = page_model.DOCTEST_FLAGS
 RUN_KEY = "__cookbook_run__"
 
 _real_create_engine = sqlalchemy.create_engine
+_real_create_async_engine = sqlalchemy.ext.asyncio.create_async_engine
+
+
+#: The async driver each backend's examples use, in place of its sync one.
+ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "mariadb": "mariadb+aiomysql"}
 
 
 @dataclass
 class PageRun:
-    """One page on one backend: its scratch database, working directory and engines."""
+    """One page on one backend: its scratch database, working directory, engines and event loop."""
 
     backend: Backend
     stack: ExitStack = field(default_factory=ExitStack)
     url: URL | None = None
     cwd: str = ""
     engines: list[Engine] = field(default_factory=list)
+    async_engines: list[Any] = field(default_factory=list)
+    loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         self.cwd = tempfile.mkdtemp(prefix="cookbook-page-")
         if self.backend.server_url is not None:
             self.url = self.stack.enter_context(self.backend.database())
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The page's one event loop, made when its first asynchronous example runs."""
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        return self.loop
 
     def finish(self) -> None:
         # Closing every session returns its connection to its pool; a full gc.collect() here
@@ -63,6 +93,11 @@ class PageRun:
         for engine in self.engines:
             engine.dispose()
         try:
+            if self.loop is not None:
+                for async_engine in self.async_engines:
+                    self.loop.run_until_complete(async_engine.dispose())
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+                self.loop.close()
             self.stack.close()
         finally:
             shutil.rmtree(self.cwd, ignore_errors=True)
@@ -83,9 +118,93 @@ def create_engine(url: Any, **kwargs: Any) -> Engine:
     return engine
 
 
+def create_async_engine(url: Any, **kwargs: Any) -> Any:
+    """``sqlalchemy.ext.asyncio.create_async_engine`` as the pages see it while the harness runs them."""
+    run = _active
+    if run is None:
+        return _real_create_async_engine(url, **kwargs)
+    if run.url is not None:
+        url = run.url.set(drivername=ASYNC_DRIVERS[run.backend.name])
+    engine = _real_create_async_engine(url, **kwargs)
+    run.async_engines.append(engine)
+    return engine
+
+
 def install_create_engine() -> None:
     sqlalchemy.create_engine = create_engine
     sqlalchemy.engine.create_engine = create_engine
+    sqlalchemy.ext.asyncio.create_async_engine = create_async_engine
+    sqlalchemy.ext.asyncio.engine.create_async_engine = create_async_engine
+
+
+class Awaiting:
+    """Runs an example that uses top-level ``await`` as ``python -m asyncio`` would, on the page's loop.
+
+    A ``>>>`` example is compiled in ``"single"`` mode, so a bare expression shows its value; its
+    output, or the last line of the exception it raised, is compared with the page by Sybil's
+    checker, as doctest compares any other example.
+    """
+
+    def __call__(self, example: Example) -> str | None:
+        run: PageRun = example.namespace[RUN_KEY]
+        return run.event_loop().run_until_complete(self.evaluate(example))
+
+    async def evaluate(self, example: Example) -> str | None:
+        parsed = example.parsed
+        doctest_example = isinstance(parsed, doctest.Example)
+        source = parsed.source if doctest_example else str(parsed)
+        mode = "single" if doctest_example else "exec"
+        # The page's lines: a traceback names the page and the line the reader sees.
+        code = compile(
+            "\n" * (example.line - 1 + (0 if doctest_example else 1)) + source,
+            example.path,
+            mode,
+            ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+            dont_inherit=True,
+        )
+        out = io.StringIO()
+        raised: BaseException | None = None
+        with contextlib.redirect_stdout(out):
+            try:
+                result = eval(code, example.namespace)
+                if inspect.iscoroutine(result):
+                    await result
+            except Exception as exc:  # noqa: BLE001 - compared with what the page shows, as doctest does
+                raised = exc
+        if not doctest_example:
+            if raised is not None:
+                raise raised
+            return None
+        want, exc_msg = parsed.want, parsed.exc_msg
+        flags = page_model.read(example.path, example.document.text).at(example.region.start).flags
+        if raised is None:
+            if exc_msg is None and page_model.output_matches(want, out.getvalue(), flags):
+                return None
+            return f"Expected:\n{_indent(want)}Got:\n{_indent(out.getvalue())}"
+        got = traceback.format_exception_only(type(raised), raised)[-1]
+        if exc_msg is not None and page_model.output_matches(exc_msg, got, flags):
+            return None
+        return f"Expected:\n{_indent(exc_msg or want)}Got exception:\n{_indent(got)}"
+
+
+class InLoop:
+    """Runs a plain example of an asynchronous page inside the page's running loop, as
+    ``python -m asyncio`` runs every statement (``asyncio.get_running_loop()`` works there)."""
+
+    def __init__(self, inner: Callable[[Example], Any]) -> None:
+        self.inner = inner
+
+    def __call__(self, example: Example) -> Any:
+        run: PageRun = example.namespace[RUN_KEY]
+
+        async def in_loop() -> Any:
+            return self.inner(example)
+
+        return run.event_loop().run_until_complete(in_loop())
+
+
+def _indent(text: str) -> str:
+    return "".join(f"    {line}\n" for line in text.splitlines()) or "    nothing\n"
 
 
 class Active:
@@ -121,10 +240,12 @@ class Skipped:
 
 
 class PageModelParser:
-    """Sybil's regions for a page's examples, run or skipped as the page model says for ``backend``."""
+    """Sybil's regions for a page's examples, run or skipped as the page model says for ``backend``
+    (and ``api``: the page's Session tabs, or its AsyncSession tabs)."""
 
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, api: str = "session") -> None:
         self.backend = backend
+        self.api = api
         self.series = page_model.installed_series()
 
     def __call__(self, document: Document) -> Iterator[Region]:
@@ -132,10 +253,19 @@ class PageModelParser:
             page = page_model.read(document.path, document.text)
         except page_model.PageError as exc:
             raise ValueError(str(exc)) from None
+        asynchronous = any(example.awaits for example in page.examples)
         for parser in page_model.parsers():
             for region in parser(document):
-                reason = page.at(region.start).skip_reason(self.backend, self.series)
-                region.evaluator = Skipped(reason) if reason is not None else Active(region.evaluator)
+                example = page.at(region.start)
+                reason = example.skip_reason(self.backend, self.series, self.api)
+                if reason is not None:
+                    region.evaluator = Skipped(reason)
+                elif example.awaits:
+                    region.evaluator = Active(Awaiting())
+                elif asynchronous and region.evaluator is not None:
+                    region.evaluator = Active(InLoop(region.evaluator))
+                else:
+                    region.evaluator = Active(region.evaluator)
                 yield region
 
 
@@ -167,8 +297,8 @@ def _teardown(namespace: dict[str, Any]) -> None:
         run.finish()
 
 
-def page_parsers(backend: str) -> list[Callable[[Document], Iterable[Region]]]:
-    return [PageModelParser(backend)]
+def page_parsers(backend: str, api: str = "session") -> list[Callable[[Document], Iterable[Region]]]:
+    return [PageModelParser(backend, api)]
 
 
 def docstring_parsers(backend: str) -> list[Callable[[Document], Iterable[Region]]]:
@@ -183,6 +313,12 @@ def sybils(plugin: BackendPlugin, path: str, kind: str) -> list[Sybil]:
     """One Sybil per backend under test, named after it (it shows in each test's id)."""
     install_create_engine()
     made = []
+    # Pages with Session and AsyncSession tabs run a second time, for their AsyncSession tabs.
+    with_api_tabs = (
+        sorted(p.name for p in page_model.pages(Path(path)) if page_model.has_api_tabs(p.read_text(encoding="utf-8")))
+        if kind == "pages"
+        else []
+    )
     for backend in plugin.backends:
         if kind == "pages":
             made.append(
@@ -196,6 +332,18 @@ def sybils(plugin: BackendPlugin, path: str, kind: str) -> list[Sybil]:
                     name=backend.name,
                 )
             )
+            if with_api_tabs:
+                made.append(
+                    Sybil(
+                        parsers=page_parsers(backend.name, "async"),
+                        path=path,
+                        filenames=with_api_tabs,
+                        excludes=["_*"],
+                        setup=_setup(backend),
+                        teardown=_teardown,
+                        name=f"{backend.name}-async",
+                    )
+                )
         else:
             made.append(
                 Sybil(

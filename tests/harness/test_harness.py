@@ -175,3 +175,69 @@ def test_each_series_runs_its_own_tab(tmp_path: Path) -> None:
     failures, skipped = _run_page(page)
     assert [] == failures
     assert 1 == len(skipped)
+
+
+ASYNC_PAGE = """\
+# Awaiting
+
+```python
+>>> from sqlalchemy import text
+>>> from sqlalchemy.ext.asyncio import create_async_engine
+>>> engine = create_async_engine("sqlite+aiosqlite://")
+>>> async with engine.connect() as conn:
+...     print((await conn.execute(text("select 41 + 1"))).scalar())
+42
+>>> await engine.dispose()
+>>> import asyncio
+>>> await asyncio.sleep(0, "a value the prompt shows")
+'a value the prompt shows'
+>>> await asyncio.wait_for(asyncio.sleep(1), 0)
+Traceback (most recent call last):
+...
+TimeoutError
+```
+
+```python
+loop = asyncio.get_running_loop()
+await asyncio.sleep(0)
+```
+
+```python
+>>> asyncio.get_running_loop() is loop
+True
+```
+"""
+
+
+def test_top_level_await_runs_on_one_loop_per_page(tmp_path: Path) -> None:
+    """Examples typed as into `python -m asyncio` run, their output and exceptions checked, on one
+    event loop for the whole page."""
+    page = tmp_path / "awaiting.md"
+    page.write_text(ASYNC_PAGE)
+    assert ([], []) == _run_page(page)
+
+
+def test_a_changed_async_output_fails_naming_page_and_line(tmp_path: Path) -> None:
+    page = tmp_path / "awaiting.md"
+    page.write_text(ASYNC_PAGE.replace("42\n", "43\n"))
+    failures, _ = _run_page(page)
+    assert 1 == len(failures)
+    assert failures[0].startswith(f"Example at {page}, line 7, column 1 did not evaluate as expected")
+    assert "Expected:\n    43\nGot:\n    42\n" in failures[0]
+
+
+def test_an_async_engine_is_pointed_at_the_pages_database() -> None:
+    """On a server, `create_async_engine()` gets the page's scratch database with the async driver."""
+    from sqlalchemy.engine import make_url
+
+    from tests.harness import pages
+
+    run = pages.PageRun(Backend("postgresql", make_url("postgresql+psycopg://postgres@127.0.0.1:5432/test")))
+    run.url = make_url("postgresql+psycopg://postgres@127.0.0.1:5432/cookbook_1_1")
+    pages._active = run
+    try:
+        engine = pages.create_async_engine("sqlite+aiosqlite://")
+    finally:
+        pages._active = None
+    assert "postgresql+asyncpg://postgres@127.0.0.1:5432/cookbook_1_1" == engine.url.render_as_string()
+    assert [engine] == run.async_engines

@@ -219,3 +219,32 @@ def test_a_difference_is_reported_with_its_line(made_up: tuple[list[Example], st
     run = run_script(script.replace('print("printed")', 'print("something else")'))
     problem = output_problem(examples, run.stdout)
     assert problem is not None and problem.startswith("line 15: the page shows\nprinted\n")
+
+
+ASYNC_PAGE = """\
+# Does an async page download?
+
+```python
+>>> import asyncio
+>>> from sqlalchemy import text
+>>> from sqlalchemy.ext.asyncio import create_async_engine
+>>> engine = create_async_engine("sqlite+aiosqlite://")
+>>> async with engine.connect() as conn:
+...     (await conn.execute(text("select 41 + 1"))).scalar()
+42
+>>> await engine.dispose()
+>>> await asyncio.sleep(0, "shown")
+'shown'
+```
+"""
+
+
+def test_an_async_page_downloads_as_a_script_under_asyncio_run() -> None:
+    """Examples typed as into `python -m asyncio` become one coroutine that asyncio.run() runs,
+    and the script prints what the page shows."""
+    examples = list(page_model.read("async.md", text=ASYNC_PAGE).examples)
+    script = render_script(examples, title="t", where="async.md")
+    assert "\nasync def main() -> None:\n" in script and script.endswith("\nasyncio.run(main())\n")
+    run = run_script(script)
+    assert 0 == run.returncode, run.stdout
+    assert None is output_problem(examples, run.stdout)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import re
+import textwrap
 from collections.abc import Iterable, Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -140,6 +141,35 @@ def _identifiers(examples: Iterable[Example]) -> set[str]:
     return names
 
 
+def _head(imports: set[str], uses_helper: bool, helper: str, title: str, where: str) -> list[str]:
+    """The script's opening comment, its imports and the helper that shows values."""
+    head = [
+        f"# {title}",
+        "#",
+        f"# Every example of {where},",
+        "# in page order, as one script.",
+        f"# The cookbook's tests run them on SQLite with SQLAlchemy {SQLALCHEMY_VERSION}.",
+        "# Lines starting with `#>` are the output the page shows;",
+        "# here, SQL logged by echo=True has a timestamp in front.",
+    ]
+    if imports:
+        head.append("")
+        head.extend(f"import {module}" for module in sorted(imports, key=lambda m: (m != "traceback", m)))
+    if uses_helper:
+        head.extend(
+            [
+                "",
+                "",
+                f"def {helper}(value: object) -> None:",
+                '    """Print a value as Python\'s interactive prompt does: its repr, and nothing for None."""',
+                "    if value is not None:",
+                "        print(repr(value))",
+                "",
+            ]
+        )
+    return head
+
+
 def render_script(
     examples: Sequence[Example],
     *,
@@ -224,30 +254,14 @@ def render_script(
             body.extend(_comment(example.want.replace("<BLANKLINE>", ""), "#> "))
     flush_left_out()
 
-    head = [
-        f"# {title}",
-        "#",
-        f"# Every example of {where},",
-        "# in page order, as one script.",
-        f"# The cookbook's tests run them on SQLite with SQLAlchemy {SQLALCHEMY_VERSION}.",
-        "# Lines starting with `#>` are the output the page shows;",
-        "# here, SQL logged by echo=True has a timestamp in front.",
-    ]
-    if imports:
-        head.append("")
-        head.extend(f"import {module}" for module in sorted(imports, key=lambda m: (m != "traceback", m)))
-    if uses_helper:
-        head.extend(
-            [
-                "",
-                "",
-                f"def {helper}(value: object) -> None:",
-                '    """Print a value as Python\'s interactive prompt does: its repr, and nothing for None."""',
-                "    if value is not None:",
-                "        print(repr(value))",
-                "",
-            ]
-        )
+    if any(example.awaits for example in examples if example.runs_on(SCRIPT_BACKEND, SCRIPT_SERIES)):
+        # As typed into `python -m asyncio`: in a script, the page runs inside one coroutine.
+        imports.add("asyncio")
+        head = _head(imports, uses_helper, helper, title, where)
+        code = "\n".join(body).strip("\n")
+        body = ["", "", "async def main() -> None:", textwrap.indent(code, "    "), "", "", "asyncio.run(main())"]
+    else:
+        head = _head(imports, uses_helper, helper, title, where)
     script = "\n".join(head + body).rstrip("\n") + "\n"
     return re.sub(r"\n{4,}", "\n\n\n", script)
 

@@ -62,10 +62,16 @@ SERIES = ("2.0", "2.1")
 #: The series whose release ``requirements.txt`` pins: the site's build, downloads and Run use it.
 DEFAULT_SERIES = "2.1"
 
+#: The two ways a page's code can talk to the database: ``Session`` and ``AsyncSession``.
+APIS = ("session", "async")
+#: How the site names each.
+API_LABELS = {"session": "Session", "async": "AsyncSession"}
+
 #: Each kind of tab: its ``:sync-group:``, and the ``:sync:`` value of each of its tabs.
 TAB_GROUPS = {
     "backend": {name: name for name in BACKENDS},
     "sqlalchemy": {f"sqlalchemy-{series}": series for series in SERIES},
+    "api": {"session": "session", "async-session": "async"},
 }
 
 
@@ -189,20 +195,32 @@ class Example:
     skip: str | None
     #: The SQLAlchemy series whose tab holds the example, or None outside series tabs.
     series: str | None = None
+    #: ``"session"`` or ``"async"`` for an example in a Session or AsyncSession tab, else None.
+    api: str | None = None
 
-    def runs_on(self, backend: str, series: str = DEFAULT_SERIES) -> bool:
-        """Whether the harness runs this example when it runs the page on ``backend`` and ``series``."""
-        return self.skip_reason(backend, series) is None
+    def runs_on(self, backend: str, series: str = DEFAULT_SERIES, api: str = "session") -> bool:
+        """Whether the harness runs this example when it runs the page on ``backend``, ``series``
+        and ``api`` (the page's Session tabs, or its AsyncSession tabs)."""
+        return self.skip_reason(backend, series, api) is None
 
-    def skip_reason(self, backend: str, series: str = DEFAULT_SERIES) -> str | None:
-        """Why this example does not run on ``backend`` and ``series`` (as the test report says), or None."""
+    def skip_reason(self, backend: str, series: str = DEFAULT_SERIES, api: str = "session") -> str | None:
+        """Why this example does not run on ``backend``, ``series`` and ``api`` (as the test report
+        says it), or None."""
         if self.skip is not None:
             return self.skip
         if self.backend not in (None, backend):
             return f"{self.backend} tab: runs on {self.backend} only (this run: {backend})"
         if self.series not in (None, series):
             return f"SQLAlchemy {self.series} tab: runs on SQLAlchemy {self.series} only (this run: {series})"
+        if self.api not in (None, api):
+            return f"{API_LABELS[self.api]} tab: runs in the page's {API_LABELS[self.api]} run only"
         return None
+
+    @property
+    def awaits(self) -> bool:
+        """Whether the example uses ``await``, ``async with`` or ``async for`` at the top level, as a
+        reader types it into ``python -m asyncio`` (plain doctest cannot run it)."""
+        return needs_await(self.source, "single" if self.kind == "doctest" else "exec")
 
     @property
     def flags(self) -> int:
@@ -297,10 +315,11 @@ def _read(path: str, text: str) -> Page:
         # A fenced block is shown; a `% invisible-code-block` (a comment) is not.
         visible = text[block.start :].lstrip()[:1] in ("`", "~")
         backend, series = owner(block.start, "backend"), owner(block.start, "sqlalchemy")
+        api = owner(block.start, "api")
         if not source.startswith(">>>"):
             start = line_of(block.start)
             example = Example(
-                block.start, start, "code", source, "", None, (), index, start, visible, backend, None, series
+                block.start, start, "code", source, "", None, (), index, start, visible, backend, None, series, api
             )
             found.append((block.start, example))
             continue
@@ -324,6 +343,7 @@ def _read(path: str, text: str) -> Page:
                 backend,
                 skip,
                 series,
+                api,
             )
             found.append((region.start, example))
     for region in myst.SkipParser()(document):
@@ -352,6 +372,24 @@ def _read(path: str, text: str) -> Page:
     return Page(path, text, tuple(examples))
 
 
+def needs_await(source: str, mode: str = "exec") -> bool:
+    """Whether ``source`` compiles only with top-level ``await`` allowed."""
+    try:
+        compile(source, "<example>", mode, dont_inherit=True)
+    except SyntaxError:
+        try:
+            compile(source, "<example>", mode, ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+        except SyntaxError:
+            return False
+        return True
+    return False
+
+
+def has_api_tabs(text: str) -> bool:
+    """Whether a page shows Session and AsyncSession tabs (the harness then runs it once for each)."""
+    return any(group == "api" for _, _, group, _ in tabs(text))
+
+
 # --- What a page shows ------------------------------------------------------------------------
 
 _checker = OutputChecker()
@@ -362,6 +400,6 @@ def output_matches(want: str, got: str, flags: int = DOCTEST_FLAGS) -> bool:
     return _checker.check_output(want, got, flags)
 
 
-def examples_on(page: Page, backend: str, series: str = DEFAULT_SERIES) -> Iterable[Example]:
-    """The examples the tests run when they run ``page`` on ``backend`` and ``series``."""
-    return (example for example in page.examples if example.runs_on(backend, series))
+def examples_on(page: Page, backend: str, series: str = DEFAULT_SERIES, api: str = "session") -> Iterable[Example]:
+    """The examples the tests run when they run ``page`` on ``backend``, ``series`` and ``api``."""
+    return (example for example in page.examples if example.runs_on(backend, series, api))

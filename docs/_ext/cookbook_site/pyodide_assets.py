@@ -61,7 +61,7 @@ def pinned_versions(requirements: Path) -> dict[str, str]:
     """``{"SQLAlchemy": "2.1.9", ...}`` for :data:`WHEELS`, as requirements.txt pins them."""
     pins: dict[str, str] = {}
     for line in requirements.read_text(encoding="utf-8").splitlines():
-        match = re.match(r"^\s*([A-Za-z0-9_.-]+)\s*==\s*([^\s;#]+)", line)
+        match = re.match(r"^\s*([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?\s*==\s*([^\s;#]+)", line)
         if match:
             pins[_normalize(match.group(1))] = match.group(2)
     found = {}

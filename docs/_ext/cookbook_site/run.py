@@ -85,10 +85,12 @@ UNAVAILABLE = {
 
 
 def unavailable(source: str) -> str | None:
-    """Why a piece of code cannot run in the browser (a module it imports), or None."""
+    """Why a piece of code cannot run in the browser (a module it imports, or ``await``), or None."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
+        if page_model.needs_await(source):
+            return "it awaits, and SQLAlchemy's asyncio needs greenlet, which Python in the browser does not have"
         return None
     for node in ast.walk(tree):
         names: list[str] = []
