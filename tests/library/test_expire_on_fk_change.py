@@ -4,8 +4,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
-from sqlalchemy import Column, ForeignKey, ForeignKeyConstraint, String, Table, inspect, select
+from sqlalchemy import Column, ForeignKey, ForeignKeyConstraint, String, Table, insert, inspect, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -14,10 +15,12 @@ from sqlalchemy.orm import (
     WriteOnlyMapped,
     configure_mappers,
     joinedload,
+    load_only,
     mapped_as_dataclass,
     mapped_column,
     registry,
     relationship,
+    selectinload,
 )
 
 from sqlalchemy_cookbook import ExpireRelationshipOnFKChange
@@ -152,6 +155,66 @@ class Tag(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     foo_code: Mapped[str | None] = mapped_column(ForeignKey("foo.code"))
     foo: Mapped[Foo | None] = relationship(backref="tags")
+
+
+ITERATIONS = [0]
+
+
+class CountingList(list[Any]):
+    """A list that counts how often it is walked: a set that walks a collection costs its size."""
+
+    def __iter__(self) -> Iterator[Any]:
+        ITERATIONS[0] += 1
+        return super().__iter__()
+
+
+class Crate(Base):
+    __tablename__ = "crate"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    bottles: Mapped[list["Bottle"]] = relationship(back_populates="crate", collection_class=CountingList)
+
+
+class Bottle(Base):
+    __tablename__ = "bottle"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    crate_id: Mapped[int | None] = mapped_column(ForeignKey("crate.id"))
+    crate: Mapped[Crate | None] = relationship(back_populates="bottles")
+
+
+class Owner(Base):
+    """Children the flush deletes once they are taken out of the collection."""
+
+    __tablename__ = "owner"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pets: Mapped[list["Pet"]] = relationship(back_populates="owner", cascade="all, delete-orphan", order_by="Pet.id")
+
+
+class Pet(Base):
+    __tablename__ = "pet"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("owner.id"))
+    owner: Mapped[Owner | None] = relationship(back_populates="pets")
+
+
+class Garage(Base):
+    """Relationships that refuse to load lazily."""
+
+    __tablename__ = "garage"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cars: Mapped[list["Car"]] = relationship(back_populates="garage", lazy="raise")
+
+
+class Car(Base):
+    __tablename__ = "car"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    garage_id: Mapped[int | None] = mapped_column(ForeignKey("garage.id"))
+    garage: Mapped[Garage | None] = relationship(back_populates="cars", lazy="raise")
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -307,6 +370,124 @@ def test_relationship_set_last_still_wins(session: Session, engine: Engine) -> N
     assert 3 == stored_foo_id(engine, 1)
 
 
+def test_key_set_to_its_own_value_after_the_relationship_wins(session: Session, engine: Engine) -> None:
+    """foo7.bars.append(bar) then bar.foo_id = 1, its value already: the key is the later write, and stays 1."""
+    foo7, bar = session.get(Foo, 7), session.get(Bar, 1)
+    assert foo7 is not None and bar is not None
+    foo7.bars.append(bar)
+    bar.foo_id = 1
+    session.commit()
+    assert 1 == stored_foo_id(engine, 1)
+
+
+def test_key_set_after_taking_out_is_refused(session: Session) -> None:
+    """bar.foo = None then bar.foo_id = 7: the flush would write NULL (foo1.bars lost bar), so it is refused."""
+    foo1, bar = session.get(Foo, 1), session.get(Bar, 1)
+    assert foo1 is not None and bar is not None
+    foo1.bars
+    bar.foo = None
+    with pytest.raises(InvalidRequestError, match=r"taken out of .*\.bars .*would write NULL"):
+        bar.foo_id = 7
+
+
+def test_key_set_after_removing_from_the_collection_is_refused(session: Session) -> None:
+    """foo1.bars.remove(bar) then bar.foo_id = 7: the same removal, the same refusal."""
+    foo1, bar = session.get(Foo, 1), session.get(Bar, 1)
+    assert foo1 is not None and bar is not None
+    foo1.bars.remove(bar)
+    with pytest.raises(InvalidRequestError, match="taken out of"):
+        bar.foo_id = 7
+
+
+def test_refused_set_changes_nothing(session: Session) -> None:
+    """The refused set leaves the key as it was."""
+    foo1, bar = session.get(Foo, 1), session.get(Bar, 1)
+    assert foo1 is not None and bar is not None
+    foo1.bars.remove(bar)
+    with pytest.raises(InvalidRequestError):
+        bar.foo_id = 7
+    assert 1 == bar.foo_id
+
+
+def test_key_set_after_taking_out_of_an_unloaded_collection_wins(session: Session, engine: Engine) -> None:
+    """bar.foo = None with Foo 1's bars not loaded, then bar.foo_id = 7: the queued removal is dropped; 7 is written."""
+    bar = session.get(Bar, 1)
+    assert bar is not None
+    bar.foo = None
+    bar.foo_id = 7
+    session.commit()
+    assert 7 == stored_foo_id(engine, 1)
+
+
+def test_key_set_to_none_after_taking_out_is_allowed(session: Session, engine: Engine) -> None:
+    """Taking bar out and setting its key to None agree: NULL is written."""
+    foo1, bar = session.get(Foo, 1), session.get(Bar, 1)
+    assert foo1 is not None and bar is not None
+    foo1.bars.remove(bar)
+    bar.foo_id = None
+    session.commit()
+    assert stored_foo_id(engine, 1) is None
+
+
+def test_key_set_after_a_flushed_removal_is_written(session: Session, engine: Engine) -> None:
+    """Once the removal is flushed (NULL written), a new key is a plain move."""
+    foo1, bar = session.get(Foo, 1), session.get(Bar, 1)
+    assert foo1 is not None and bar is not None
+    foo1.bars.remove(bar)
+    session.flush()
+    bar.foo_id = 7
+    session.commit()
+    assert 7 == stored_foo_id(engine, 1)
+
+
+def test_key_set_after_taking_out_without_many_to_one_is_refused(engine: Engine) -> None:
+    """A one-to-many with nothing on the child's side: one.children.remove(child), then a key, is refused too."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Parent(id=1), Parent(id=2)])
+        session.flush()
+        session.add(Child(id=1, parent_id=1))
+        session.commit()
+        one, child = session.get(Parent, 1), session.get(Child, 1)
+        assert one is not None and child is not None
+        one.children.remove(child)
+        with pytest.raises(InvalidRequestError, match="taken out of"):
+            child.parent_id = 2
+
+
+@pytest.fixture
+def owners(engine: Engine) -> Iterator[Session]:
+    """Owners 1 and 2; pet 1 belongs to Owner 1, whose pets are deleted once orphaned."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as setup:
+        setup.add_all([Owner(id=1), Owner(id=2)])
+        setup.flush()
+        setup.add(Pet(id=1, owner_id=1))
+        setup.commit()
+    with Session(engine) as session:
+        yield session
+
+
+def test_delete_orphan_key_set_after_taking_out_is_refused(owners: Session) -> None:
+    """pet.owner = None then pet.owner_id = 2, with delete-orphan: the flush would delete the row, so it is refused."""
+    owner1, pet = owners.get(Owner, 1), owners.get(Pet, 1)
+    assert owner1 is not None and pet is not None
+    pet.owner = None
+    with pytest.raises(InvalidRequestError, match="would delete it"):
+        pet.owner_id = 2
+
+
+def test_delete_orphan_key_set_moves_the_object(owners: Session, engine: Engine) -> None:
+    """Without taking it out first, pet.owner_id = 2 moves the pet; nothing is deleted."""
+    owner1, pet = owners.get(Owner, 1), owners.get(Pet, 1)
+    assert owner1 is not None and pet is not None
+    owner1.pets, pet.owner
+    pet.owner_id = 2
+    owners.commit()
+    with Session(engine) as other:
+        assert [(1, 2)] == [tuple(row) for row in other.execute(select(Pet.id, Pet.owner_id))]
+
+
 def test_unloaded_collection_forgets_the_backref(session: Session, engine: Engine) -> None:
     """bar.foo = foo3 with foo3.bars unloaded, then bar.foo_id = 7: foo3.bars does not list bar."""
     foo3 = session.get(Foo, 3)
@@ -370,6 +551,49 @@ def test_loading_is_quiet(session: Session, engine: Engine) -> None:
         )
     assert (1, True) == (len(seen), all("foo" in inspect(b).dict for b in again))
     assert bars == again
+
+
+def test_every_eager_loader_follows(session: Session) -> None:
+    """Relationships loaded by joinedload and selectinload are expired like lazy ones, and reload right."""
+    foo1, foo7 = session.scalars(select(Foo).options(selectinload(Foo.bars)).order_by(Foo.id).where(Foo.id.in_([1, 7])))
+    bar = session.scalars(select(Bar).options(joinedload(Bar.foo)).where(Bar.id == 1)).unique().one()
+    bar.foo_id = 7
+    assert (7, [2], [1]) == (present(bar.foo).id, ids(foo1.bars), ids(foo7.bars))
+
+
+def test_raise_loader_relationship_raises_after_a_set(engine: Engine) -> None:
+    """Limit: a relationship with lazy="raise" is expired like any other: reading it raises instead of being stale."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Garage(id=1), Garage(id=2)])
+        session.flush()
+        session.add(Car(id=1, garage_id=1))
+        session.commit()
+        car = session.scalars(select(Car).options(joinedload(Car.garage)).where(Car.id == 1)).unique().one()
+        car.garage_id = 2
+        with pytest.raises(InvalidRequestError, match="lazy='raise'"):
+            car.garage
+
+
+def test_orm_update_statement_is_not_seen(session: Session) -> None:
+    """Limit: an UPDATE statement sets the key without an attribute event; bar.foo keeps what it held."""
+    bar = session.get(Bar, 1)
+    assert bar is not None
+    bar.foo
+    session.execute(update(Bar).where(Bar.id == 1).values(foo_id=7))
+    assert (7, 1) == (bar.foo_id, present(bar.foo).id)
+
+
+def test_savepoint_rollback_restores_the_old_parent(session: Session) -> None:
+    """A set inside a rolled-back SAVEPOINT: bar.foo and both collections show the old parent again."""
+    foo1, foo7, bar = session.get(Foo, 1), session.get(Foo, 7), session.get(Bar, 1)
+    assert foo1 is not None and foo7 is not None and bar is not None
+    foo1.bars, foo7.bars, bar.foo
+    savepoint = session.begin_nested()
+    bar.foo_id = 7
+    foo7.bars
+    savepoint.rollback()
+    assert (1, [1, 2], []) == (present(bar.foo).id, ids(foo1.bars), ids(foo7.bars))
 
 
 def test_subclass_gets_both_behaviours(session: Session) -> None:
@@ -456,6 +680,17 @@ def test_pending_parent_is_found_after_the_flush(session: Session) -> None:
     assert foo8 is bar.foo
 
 
+def test_pending_parent_collection_is_not_found(session: Session) -> None:
+    """Limit: a parent still pending is not in the identity map, so its collection read before does not gain bar."""
+    bar = session.get(Bar, 1)
+    assert bar is not None
+    foo8 = Foo(id=8)
+    session.add(foo8)
+    foo8.bars
+    bar.foo_id = 8
+    assert [] == ids(foo8.bars)
+
+
 def test_pending_object_loads_its_other_relationships_too(session: Session, engine: Engine) -> None:
     """The side effect of relationship loading on a pending object: its collections run a SELECT."""
     node = Node(id=5)
@@ -495,6 +730,46 @@ def test_sql_expression_cannot_be_read_before_the_flush(session: Session) -> Non
     bar.foo_id = select(Foo.id).where(Foo.code == "g").scalar_subquery()
     with pytest.raises(TypeError):
         bar.foo
+
+
+def test_sql_expression_new_parent_collection_gains_the_object(session: Session) -> None:
+    """A key set to a SQL expression names no parent yet: the loaded collections are expired, and Foo 7's lists bar."""
+    foo7, bar = session.get(Foo, 7), session.get(Bar, 1)
+    assert foo7 is not None and bar is not None
+    foo7.bars
+    bar.foo_id = select(Foo.id).where(Foo.code == "g").scalar_subquery()
+    assert [1] == ids(foo7.bars)
+
+
+def test_sql_expression_new_parent_collection_after_the_flush(session: Session) -> None:
+    """After the flush that writes the expression, Foo 7's collection, loaded before the set, lists bar."""
+    foo7, bar = session.get(Foo, 7), session.get(Bar, 1)
+    assert foo7 is not None and bar is not None
+    foo7.bars
+    bar.foo_id = select(Foo.id).where(Foo.code == "g").scalar_subquery()
+    session.flush()
+    assert [1] == ids(foo7.bars)
+
+
+def test_expired_foreign_key_old_parent_loses_the_object(session: Session) -> None:
+    """With bar.foo_id expired the old value is unknown: Foo 1's loaded collection is expired all the same."""
+    foo1, bar = session.get(Foo, 1), session.get(Bar, 1)
+    assert foo1 is not None and bar is not None
+    foo1.bars
+    session.expire(bar, ["foo_id"])
+    bar.foo_id = 7
+    assert [2] == ids(foo1.bars)
+
+
+def test_foreign_key_not_loaded_old_parent_loses_the_object(session: Session) -> None:
+    """A Bar loaded without its key (load_only): Foo 1's loaded collection is expired all the same."""
+    foo1 = session.get(Foo, 1)
+    assert foo1 is not None
+    foo1.bars
+    session.expunge(foo1.bars[0])
+    bar = session.scalars(select(Bar).options(load_only(Bar.id)).where(Bar.id == 1)).one()
+    bar.foo_id = 7
+    assert [2] == ids(foo1.bars)
 
 
 def test_sql_expression_is_read_after_the_flush(session: Session) -> None:
@@ -631,8 +906,8 @@ def test_foreign_key_to_unique_column(session: Session) -> None:
     assert (7, []) == (present(tag.foo).id, foo1.tags)
 
 
-def test_foreign_key_to_unique_column_new_parent_not_found(session: Session) -> None:
-    """Limit: without the primary key the new parent is not looked up, so its loaded collection stays."""
+def test_foreign_key_to_unique_column_new_parent_gains_the_object(session: Session) -> None:
+    """Without the primary key the new parent cannot be looked up: every loaded Foo.tags is expired instead."""
     tag = Tag(id=1, foo_code="a")
     session.add(tag)
     session.commit()
@@ -640,7 +915,60 @@ def test_foreign_key_to_unique_column_new_parent_not_found(session: Session) -> 
     assert foo7 is not None
     foo7.tags
     tag.foo_code = "g"
-    assert [] == foo7.tags
+    assert [1] == ids(foo7.tags)
+
+
+def test_parents_are_swept_once_between_flushes(session: Session) -> None:
+    """The pass over the session for an unknown parent is made once per relationship until the next flush."""
+    session.add_all([Tag(id=1, foo_code="a"), Tag(id=2, foo_code="a")])
+    session.commit()
+    tag1, tag2, foo7 = session.get(Tag, 1), session.get(Tag, 2), session.get(Foo, 7)
+    assert tag1 is not None and tag2 is not None and foo7 is not None
+    tag1.foo_code = "g"
+    with session.no_autoflush:
+        foo7.tags  # reloaded without flushing: the rows as stored
+    tag2.foo_code = "g"
+    swept_again = "tags" not in inspect(foo7).dict
+    session.flush()
+    tag1.foo_code = "c"
+    assert (False, False) == (swept_again, "tags" in inspect(foo7).dict)
+
+
+# -- collections of any size ---------------------------------------------------------------------
+
+
+def test_a_set_walks_no_collection(engine: Engine) -> None:
+    """The parent's collection holds an unflushed append: a set costs the same whatever its size (it is not walked)."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Crate(id=1), Crate(id=2)])
+        session.flush()
+        session.execute(insert(Bottle), [{"id": i, "crate_id": 1} for i in range(1, 201)])
+        session.commit()
+        crate1, crate2 = session.get(Crate, 1), session.get(Crate, 2)
+        assert crate1 is not None and crate2 is not None
+        crate1.bottles.append(Bottle(id=500))
+        crate2.bottles
+        moved = list(crate1.bottles)[:20]
+        ITERATIONS[0] = 0
+        for bottle in moved:
+            bottle.crate_id = 2
+        assert 0 == ITERATIONS[0]
+
+
+def test_collection_with_unflushed_append_keeps_the_moved_object(engine: Engine) -> None:
+    """Limit: a collection with changes of its own is not expired, so it still lists an object moved away by its key."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Crate(id=1), Crate(id=2)])
+        session.flush()
+        session.add(Bottle(id=1, crate_id=1))
+        session.commit()
+        crate1, bottle = session.get(Crate, 1), session.get(Bottle, 1)
+        assert crate1 is not None and bottle is not None
+        crate1.bottles.append(Bottle(id=2))
+        bottle.crate_id = 2
+        assert [1, 2] == ids(crate1.bottles)
 
 
 def test_dataclass_mapping(engine: Engine) -> None:
@@ -684,8 +1012,11 @@ def test_watched_names_each_attribute_and_its_relationships() -> None:
         "Bar.foo_id": ["Bar.foo", "Bar.foo_view", "Foo.bars"],
         "Book.number": ["Book.shelf", "Shelf.books"],
         "Book.room": ["Book.shelf", "Shelf.books"],
+        "Bottle.crate_id": ["Bottle.crate", "Crate.bottles"],
+        "Car.garage_id": ["Car.garage", "Garage.cars"],
         "Child.parent_id": ["Parent.children"],
         "Node.parent_id": ["Node.children", "Node.parent"],
+        "Pet.owner_id": ["Owner.pets", "Pet.owner"],
         "SpecialBar.owner_id": ["SpecialBar.owner"],
         "Tag.foo_code": ["Foo.tags", "Tag.foo"],
     } == FK_SYNC.watched()
@@ -759,6 +1090,18 @@ def test_install_refuses_other_targets() -> None:
     """Something that has no registry is refused with TypeError."""
     with pytest.raises(TypeError, match="declarative base or a registry"):
         ExpireRelationshipOnFKChange.install(object)
+
+
+def test_install_refuses_a_mapped_class() -> None:
+    """A mapped class is not its base: install() says to pass the base or the registry."""
+    with pytest.raises(TypeError, match="not the mapped class Bar"):
+        ExpireRelationshipOnFKChange.install(Bar)
+
+
+def test_install_refuses_an_instance() -> None:
+    """An instance has a registry attribute through its class, but is not a base."""
+    with pytest.raises(TypeError, match="needs a declarative base or a registry"):
+        ExpireRelationshipOnFKChange.install(Foo())  # type: ignore[arg-type]  # the wrong type is the point of the test
 
 
 def test_remove_restores_the_plain_behaviour(engine: Engine) -> None:

@@ -9,17 +9,34 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import ForeignKey, Index, String, Table, UniqueConstraint, create_engine, event, func, inspect, select
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    String,
+    Table,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidRequestError, OperationalError
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
     MappedAsDataclass,
+    ORMExecuteState,
     Session,
     mapped_column,
     relationship,
+    scoped_session,
+    sessionmaker,
     validates,
+    with_loader_criteria,
 )
 
 from sqlalchemy_cookbook import UniqueObject
@@ -87,6 +104,35 @@ class Code(UniqueObject, Base):
 
     code: Mapped[str] = mapped_column(String(10), primary_key=True)
     label: Mapped[str | None] = mapped_column(String(50))
+
+
+class Animal(UniqueObject, Base):
+    """Single-table inheritance: one key across every subclass's rows."""
+
+    __tablename__ = "animal"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+    kind: Mapped[str] = mapped_column(String(10))
+
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "animal"}
+
+
+class Dog(Animal):
+    __mapper_args__ = {"polymorphic_identity": "dog"}
+
+
+class Cat(Animal):
+    __mapper_args__ = {"polymorphic_identity": "cat"}
+
+
+class Label(UniqueObject, Base):
+    """The key's attribute is named unlike its column."""
+
+    __tablename__ = "label"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column("label_text", String(50), unique=True)
 
 
 class DataclassBase(MappedAsDataclass, DeclarativeBase):
@@ -359,6 +405,355 @@ def test_each_session_has_its_own_cache(db: Engine) -> None:
         first.commit()
         b = Keyword.as_unique(second, name="python")
         assert (False, a.id) == (a is b, b.id)
+
+
+# --- keys changed after the object was handed out --------------------------------------------------
+
+
+def test_renamed_object_is_not_handed_out_for_its_old_key(db: Engine) -> None:
+    """keyword.name = "renamed" and a flush: asking for "orig" again gives a row named "orig", not the renamed one."""
+    with Session(db) as session:
+        renamed = Keyword.as_unique(session, name="orig")
+        renamed.name = "renamed"
+        session.flush()
+        found = Keyword.as_unique(session, name="orig")
+        assert (False, "orig") == (found is renamed, found.name)
+
+
+def test_unflushed_rename_is_not_handed_out_for_its_old_key(db: Engine) -> None:
+    """The same without the flush: the SELECT autoflushes the rename, and "orig" gets a row of its own."""
+    with Session(db) as session:
+        renamed = Keyword.as_unique(session, name="orig")
+        renamed.name = "renamed"
+        found = Keyword.as_unique(session, name="orig")
+        session.commit()
+        assert (False, ["orig", "renamed"]) == (found is renamed, names_in_database(db))
+
+
+def test_renamed_object_is_found_under_its_new_key(db: Engine) -> None:
+    """The renamed object is the one for its new key."""
+    with Session(db) as session:
+        renamed = Keyword.as_unique(session, name="orig")
+        renamed.name = "renamed"
+        assert renamed is Keyword.as_unique(session, name="renamed")
+
+
+def test_update_statement_empties_the_cache(db: Engine) -> None:
+    """An UPDATE with synchronize_session=False leaves the object as it was, but the cache asks the database again."""
+    with Session(db) as session:
+        stale = Keyword.as_unique(session, name="orig")
+        statement = update(Keyword).where(Keyword.name == "orig").values(name="renamed")
+        session.execute(statement.execution_options(synchronize_session=False))
+        found = Keyword.as_unique(session, name="orig")
+        session.commit()
+        assert (False, ["orig", "renamed"]) == (found is stale, names_in_database(db))
+
+
+def test_textual_delete_empties_the_cache(db: Engine) -> None:
+    """A DELETE in textual SQL takes the row away: the next call writes it again."""
+    with Session(db) as session:
+        Keyword.as_unique(session, name="python")
+        session.execute(text("DELETE FROM keyword"))
+        Keyword.as_unique(session, name="python")
+        session.commit()
+    assert ["python"] == names_in_database(db)
+
+
+def test_validator_key_is_found_in_a_later_transaction(db: Engine) -> None:
+    """A key the validator lower-cases, asked for again in a new transaction: the row is found, not an error."""
+    with Session(db) as session:
+        first = Lowered.as_unique(session, name="MixedCase").id
+        session.commit()
+        assert first == Lowered.as_unique(session, name="MixedCase").id
+
+
+def test_validator_key_in_a_later_transaction_costs_a_second_select(db: Engine, backend: Backend) -> None:
+    """What that costs: the SELECT misses "MixedCase", the INSERT of "mixedcase" writes nothing, a SELECT finds it.
+
+    MariaDB's case-insensitive collation finds the row with the first SELECT.
+    """
+    with Session(db) as session:
+        Lowered.as_unique(session, name="MixedCase")
+        session.commit()
+        session.connection()
+        with statements(db) as sent:
+            Lowered.as_unique(session, name="MixedCase")
+    expected = {"sqlite": ["SELECT", "INSERT", "SELECT"], "postgresql": ["SELECT", "INSERT", "SELECT"]}
+    assert expected.get(backend.name, ["SELECT"]) == verbs(sent)
+
+
+# --- rollbacks take back the rows inserted ------------------------------------------------------------
+
+
+def test_savepoint_rollback_makes_created_objects_transient(db: Engine) -> None:
+    """An object whose row was inserted inside a rolled-back SAVEPOINT has no row: it is transient, not persistent."""
+    sqlite_savepoints(db)
+    with Session(db) as session:
+        savepoint = session.begin_nested()
+        keyword = Keyword.as_unique(session, name="python")
+        savepoint.rollback()
+        assert (True, False) == (inspect(keyword).transient, inspect(keyword).persistent)
+
+
+def test_rollback_makes_created_objects_transient(db: Engine) -> None:
+    """The same for the whole transaction, as SQLAlchemy does for objects its flush inserted."""
+    with Session(db) as session:
+        keyword = Keyword.as_unique(session, name="python")
+        session.rollback()
+        assert (True, "python") == (inspect(keyword).transient, keyword.name)
+
+
+def test_outer_savepoint_rollback_takes_back_a_released_one(db: Engine) -> None:
+    """A row inserted in a released SAVEPOINT goes with the enclosing one when that is rolled back."""
+    sqlite_savepoints(db)
+    with Session(db) as session:
+        outer = session.begin_nested()
+        with session.begin_nested():
+            keyword = Keyword.as_unique(session, name="python")
+        outer.rollback()
+        assert inspect(keyword).transient
+
+
+def test_failed_flush_in_savepoint_takes_back_the_rows(db: Engine) -> None:
+    """A flush failing inside the SAVEPOINT rolls it back, with the rows inserted there."""
+    sqlite_savepoints(db)
+    with Session(db) as session:
+        session.add(Keyword(name="taken"))
+        session.commit()
+        with pytest.raises(IntegrityError), session.begin_nested():
+            keyword = Keyword.as_unique(session, name="python")
+            session.add(Keyword(name="taken"))
+            session.flush()
+        assert inspect(keyword).transient
+
+
+def test_created_and_deleted_in_rolled_back_savepoint_is_transient(db: Engine) -> None:
+    """Created, deleted and flushed, then the SAVEPOINT rolled back: transient, not restored as persistent."""
+    sqlite_savepoints(db)
+    with Session(db) as session:
+        savepoint = session.begin_nested()
+        keyword = Keyword.as_unique(session, name="python")
+        session.delete(keyword)
+        session.flush()
+        savepoint.rollback()
+        assert inspect(keyword).transient
+
+
+def test_found_object_stays_after_savepoint_rollback(db: Engine) -> None:
+    """An object whose row existed before the SAVEPOINT stays persistent when it is rolled back."""
+    sqlite_savepoints(db)
+    with Session(db) as session:
+        session.add(Keyword(name="python"))
+        session.commit()
+        savepoint = session.begin_nested()
+        keyword = Keyword.as_unique(session, name="python")
+        savepoint.rollback()
+        assert inspect(keyword).persistent
+
+
+def test_row_another_transaction_inserted_counts_as_created_on_mariadb(db: Engine, backend: Backend) -> None:
+    """Limit: MariaDB's INSERT hands back a row committed between our SELECT and INSERT, as if it wrote it.
+
+    After a rollback that object is transient though its row exists; elsewhere the locking SELECT
+    reads it, and it stays persistent.
+    """
+    other_engine = create_engine(db.url)
+    other_wants = ["python"]
+
+    @event.listens_for(db, "before_cursor_execute")
+    def other_gets_there_first(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT") and other_wants:
+            with Session(other_engine) as other:
+                other.add(Keyword(name=other_wants.pop()))
+                other.commit()
+
+    try:
+        with Session(db) as session:
+            keyword = Keyword.as_unique(session, name="python")
+            session.rollback()
+            transient = inspect(keyword).transient
+    finally:
+        event.remove(db, "before_cursor_execute", other_gets_there_first)
+        other_engine.dispose()
+    assert (backend.name == "mariadb", ["python"]) == (transient, names_in_database(db))
+
+
+# --- autoflush off --------------------------------------------------------------------------------
+
+
+def test_autoflush_off_pending_key_is_refused(db: Engine) -> None:
+    """With autoflush off, a key an added object holds is not in the database yet: refused, not inserted twice."""
+    with Session(db, autoflush=False) as session:
+        session.add(Keyword(name="python"))
+        with pytest.raises(InvalidRequestError, match="in memory only"):
+            Keyword.as_unique(session, name="python")
+
+
+def test_autoflush_off_key_renamed_to_is_refused(db: Engine) -> None:
+    """With autoflush off, a key an object was renamed to (not flushed) is refused."""
+    with Session(db, autoflush=False) as session:
+        keyword = Keyword.as_unique(session, name="orig")
+        keyword.name = "renamed"
+        with pytest.raises(InvalidRequestError, match="in memory only"):
+            Keyword.as_unique(session, name="renamed")
+
+
+def test_autoflush_off_key_renamed_away_is_refused(db: Engine) -> None:
+    """With autoflush off, the row of a key whose object was renamed (not flushed) belongs to neither: refused."""
+    with Session(db, autoflush=False) as session:
+        keyword = Keyword.as_unique(session, name="orig")
+        session.commit()
+        keyword.name = "renamed"
+        with pytest.raises(InvalidRequestError, match="changed in this session and not flushed"):
+            Keyword.as_unique(session, name="orig")
+
+
+# --- what it is given --------------------------------------------------------------------------------
+
+
+def test_session_none_is_a_type_error() -> None:
+    """None instead of a session says what was given and what is expected."""
+    with pytest.raises(TypeError, match=r"needs a sqlalchemy.orm.Session as its first argument, not None"):
+        Keyword.as_unique(None, name="python")  # type: ignore[arg-type]  # the wrong type is the point of the test
+
+
+def test_scoped_session_is_refused_with_a_hint(db: Engine) -> None:
+    """A scoped_session is not a Session: the error says how to get one."""
+    scoped = scoped_session(sessionmaker(db))
+    try:
+        with pytest.raises(TypeError, match=r"a scoped_session\); call the scoped_session"):
+            Keyword.as_unique(scoped, name="python")  # type: ignore[arg-type]  # the wrong type is the point
+    finally:
+        scoped.remove()
+
+
+def test_unmapped_class_is_a_type_error() -> None:
+    """A class that mixes in UniqueObject but is not mapped says so."""
+
+    class Unmapped(UniqueObject):
+        pass
+
+    with pytest.raises(TypeError, match="Unmapped is not mapped"):
+        Unmapped.as_unique(Session(), name="python")
+
+
+def test_rows_none_is_a_type_error() -> None:
+    """as_unique_all() needs an iterable of mappings; None says so."""
+    with pytest.raises(TypeError, match="takes an iterable of mappings, one per object .*, not None"):
+        Keyword.as_unique_all(Session(), None)  # type: ignore[arg-type]  # the wrong type is the point of the test
+
+
+def test_one_mapping_as_rows_is_a_type_error() -> None:
+    """A single mapping is not the list of them (iterating it would give its keys)."""
+    with pytest.raises(TypeError, match=r"not \{'name': 'python'\} \(a dict\)"):
+        Keyword.as_unique_all(Session(), {"name": "python"})  # type: ignore[dict-item]  # the wrong type is the point
+
+
+def test_row_that_is_not_a_mapping_is_a_type_error() -> None:
+    """Each item of rows must be a mapping; the error names the item and what it is."""
+    with pytest.raises(TypeError, match=r"item 1 of rows is 'sql' \(a str\), not a mapping"):
+        Keyword.as_unique_all(Session(), [{"name": "python"}, "sql"])  # type: ignore[list-item]  # the point
+
+
+def test_unhashable_key_value_is_a_type_error() -> None:
+    """A key value must be hashable, as the cache keys on it."""
+    with pytest.raises(TypeError, match="must be hashable"):
+        Keyword.as_unique(Session(), name=["python"])
+
+
+def test_sql_expression_value_is_a_type_error(db: Engine) -> None:
+    """The INSERT sends bound parameters: a SQL expression is refused, before any SQL."""
+    with Session(db) as session, statements(db) as sent, pytest.raises(TypeError, match="'note' is a SQL expression"):
+        Keyword.as_unique(session, name="python", note=func.upper("x"))
+    assert [] == sent
+
+
+def test_unknown_name_is_refused_even_when_the_row_exists(db: Engine) -> None:
+    """A misspelt name is refused on every call, not only when the object has to be created."""
+    with Session(db) as session:
+        Keyword.as_unique(session, name="python")
+        with pytest.raises(TypeError, match="got 'nmae', which is not an attribute"):
+            Keyword.as_unique(session, name="python", nmae="x")
+
+
+def test_name_the_dataclass_constructor_does_not_take_is_refused(db: Engine) -> None:
+    """A MappedAsDataclass constructor takes its own fields: one with init=False is refused."""
+    with Session(db) as session, pytest.raises(TypeError, match="got 'id', which the class's constructor does not"):
+        Tag.as_unique(session, label="urgent", id=5)
+
+
+def test_relationship_is_refused_on_a_cache_hit(db: Engine) -> None:
+    """A relationship is refused on every call, also when the key is cached."""
+    with Session(db) as session:
+        Keyword.as_unique(session, name="python")
+        with pytest.raises(ArgumentError, match="'category'"):
+            Keyword.as_unique(session, name="python", category=Category())
+
+
+def test_unique_key_given_as_a_string_is_refused() -> None:
+    """__unique_key__ = "name" would be read as ("n", "a", "m", "e"): it must be a tuple."""
+
+    class Spelt(UniqueObject, Base):
+        __tablename__ = "spelt"
+        __unique_key__ = "name"  # type: ignore[assignment]  # the wrong type is the point of the test
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(String(50), unique=True)
+
+    try:
+        with pytest.raises(ArgumentError, match=r"must be a tuple of attribute names, such as \('name',\)"):
+            Spelt.as_unique(Session(), name="x")
+    finally:
+        forget(Spelt)
+
+
+# --- shapes of mapping -------------------------------------------------------------------------------
+
+
+def test_attribute_named_unlike_its_column(db: Engine) -> None:
+    """The key's attribute may have a column name of its own, one at a time and in bulk."""
+    with Session(db) as session:
+        label = Label.as_unique(session, text="urgent")
+        session.commit()
+        found = Label.as_unique_all(session, [{"text": "urgent"}, {"text": "later"}])
+        assert (label, ["urgent", "later"]) == (found[0], [x.text for x in found])
+
+
+def test_single_table_inheritance_shares_the_key(db: Engine) -> None:
+    """A Dog's row is the Animal of that key."""
+    with Session(db) as session:
+        dog = Dog.as_unique(session, name="rex")
+        assert dog is Animal.as_unique(session, name="rex")
+
+
+def test_single_table_inheritance_key_of_another_subclass_is_an_error(db: Engine) -> None:
+    """Limit: a Cat cannot have the key of a Dog's row; the error says so rather than returning the Dog."""
+    with Session(db) as session:
+        Dog.as_unique(session, name="rex")
+        session.commit()
+        with pytest.raises(InvalidRequestError):
+            Cat.as_unique(session, name="rex")
+
+
+def test_loader_criteria_hiding_the_row(db: Engine, backend: Backend) -> None:
+    """Limit: criteria added to every SELECT hide a row with the key: an error, except on MariaDB.
+
+    MariaDB's INSERT hands the hidden row back, since loader criteria apply to SELECTs only.
+    """
+    with Session(db) as session:
+        session.add(Keyword(name="hidden", note="deleted"))
+        session.commit()
+    with Session(db) as session:
+
+        @event.listens_for(session, "do_orm_execute")
+        def not_deleted(state: ORMExecuteState) -> None:
+            if state.is_select:
+                state.statement = state.statement.options(with_loader_criteria(Keyword, Keyword.note.is_(None)))
+
+        try:
+            outcome = Keyword.as_unique(session, name="hidden").note
+        except InvalidRequestError as refused:
+            outcome = "refused" if "could neither find nor insert" in str(refused) else str(refused)
+    assert ("deleted" if backend.name == "mariadb" else "refused") == outcome
 
 
 # --- constructors, keys and refusals ------------------------------------------------------------
