@@ -272,8 +272,8 @@ def _chosen(page: Page) -> list[str]:
     """The backend each backend tab-set on the page shows."""
     chosen: list[str] = page.locator(".sd-tab-set").evaluate_all(
         """sets => sets
-          .filter(s => s.querySelector('label[data-sync-group="backend"]'))
-          .map(s => s.querySelector('input:checked + label').dataset.syncId)"""
+          .filter(s => s.querySelector(':scope > label[data-sync-group="backend"]'))
+          .map(s => s.querySelector(':scope > input:checked + label').dataset.syncId)"""
     )
     return chosen
 
@@ -316,8 +316,10 @@ def test_copy_buttons_copy_runnable_code(source: Path, watch: Open, built: Path,
     # Paste what runs on SQLite, in page order, into a fresh Python process.
     runs = [i for i, examples in enumerate(blocks) if any(e.runs_on("sqlite") for e in examples)]
     (tmp_path / "blocks.json").write_text(json.dumps([copied[i] for i in runs]))
+    mode = "paste-asyncio" if any(e.awaits for examples in blocks for e in examples) else "paste"
     done = subprocess.run(
-        [sys.executable, str(PASTE_RUNNER), "paste", "blocks.json", "raised.json"],
+        # A page that awaits is pasted as into `python -m asyncio`.
+        [sys.executable, str(PASTE_RUNNER), mode, "blocks.json", "raised.json"],
         cwd=tmp_path,
         env={k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "COOKBOOK_"))},
         stdin=subprocess.DEVNULL,

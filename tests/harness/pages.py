@@ -42,6 +42,7 @@ import sqlalchemy.engine
 import sqlalchemy.ext.asyncio
 import sqlalchemy.ext.asyncio.engine
 from sqlalchemy.engine import URL, Engine
+from sqlalchemy.ext.asyncio import close_all_sessions as close_all_async_sessions
 from sqlalchemy.orm import close_all_sessions
 from sybil import Document, Example, Region, Sybil
 from sybil.document import PythonDocStringDocument
@@ -89,6 +90,10 @@ class PageRun:
     def finish(self) -> None:
         # Closing every session returns its connection to its pool; a full gc.collect() here
         # would cost ~50 ms a page, and the servers' DROP DATABASE ends any straggler anyway.
+        # An AsyncSession a failed example left open is closed on the page's loop first: the
+        # synchronous close_all_sessions() would need the greenlet it no longer has.
+        if self.loop is not None:
+            self.loop.run_until_complete(close_all_async_sessions())
         close_all_sessions()
         for engine in self.engines:
             engine.dispose()

@@ -61,7 +61,7 @@ def _outputs(path: Path) -> list[tuple[int, str]]:
     return [
         (example.line, example.want)
         for example in page_model.read(path).examples
-        if example.want and example.runs_on("sqlite")
+        if example.want and example.runs_on("sqlite", page_model.installed_series())
     ]
 
 

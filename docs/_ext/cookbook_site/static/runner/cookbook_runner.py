@@ -23,6 +23,7 @@ import __future__
 
 import ast
 import gc
+import inspect
 import io
 import json
 import linecache
@@ -73,6 +74,8 @@ class Page:
         self.namespace: dict[str, Any] = {}
         self.cwd = tempfile.mkdtemp(prefix="cookbook-page-")
         self.engines: list[Any] = []
+        #: The event loop statements run in when the page is pasted as into ``python -m asyncio``.
+        self.loop: Any = None
         self.lines: list[str] = []
         linecache.cache.pop(self.name, None)
 
@@ -111,7 +114,11 @@ class Page:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
-                exec(code, self.namespace)
+                if self.loop is None:
+                    exec(code, self.namespace)
+                else:
+                    # As `python -m asyncio` runs a statement: in the running loop, awaited if it awaits.
+                    self.loop.run_until_complete(self._in_loop(code))
         except BaseException as exc:  # noqa: BLE001 - the reader sees it, SystemExit too
             return out.getvalue(), err.getvalue(), exc
         finally:
@@ -122,6 +129,11 @@ class Page:
             if not doctest_name:
                 self.namespace.pop("__builtins__", None)
         return out.getvalue(), err.getvalue(), None
+
+    async def _in_loop(self, code: Any) -> None:
+        result = eval(code, self.namespace)
+        if inspect.iscoroutine(result):
+            await result
 
     @staticmethod
     def _traceback(exc: BaseException) -> str:
@@ -201,7 +213,8 @@ class Page:
             self._register(line + first - 1, text)
             module = ast.Interactive(body=[statement])
             ast.increment_lineno(module, line - 1)
-            code = compile(module, self.name, "single", self._future_flags(), dont_inherit=True)
+            flags = self._future_flags() | (ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if self.loop is not None else 0)
+            code = compile(module, self.name, "single", flags, dont_inherit=True)
             out, err, raised = self._execute(code, doctest_name=True)
             result: dict[str, Any] = {
                 "line": line + first - 1,
@@ -304,15 +317,20 @@ def versions() -> str:
     )
 
 
-def paste(blocks: list[str]) -> list[dict[str, Any]]:
+def paste(blocks: list[str], awaiting: bool = False) -> list[dict[str, Any]]:
     """Blocks as a reader pastes them into Python's prompt, one after another, in one fresh page.
 
     Each statement runs on its own, its value echoed, and an exception does not stop the next
-    (see :meth:`Page.edited`).  Returns, for each exception, the block, the line in it and the
-    exception's class name.
+    (see :meth:`Page.edited`); with ``awaiting``, as into ``python -m asyncio``: top-level
+    ``await`` allowed, every statement run in one event loop.  Returns, for each exception, the
+    block, the line in it and the exception's class name.
     """
     start("pasted")
     assert _page is not None
+    if awaiting:
+        import asyncio
+
+        _page.loop = asyncio.new_event_loop()
     raised = []
     for index, code in enumerate(blocks):
         for result in _page.edited(code, 1):
@@ -323,10 +341,11 @@ def paste(blocks: list[str]) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    # The browser tests' paste check on CPython: `python cookbook_runner.py paste BLOCKS.json OUT.json`.
-    if len(sys.argv) != 4 or sys.argv[1] != "paste":
-        sys.exit("usage: python cookbook_runner.py paste BLOCKS.json OUT.json")
+    # The browser tests' paste check on CPython:
+    # `python cookbook_runner.py paste|paste-asyncio BLOCKS.json OUT.json`.
+    if len(sys.argv) != 4 or sys.argv[1] not in ("paste", "paste-asyncio"):
+        sys.exit("usage: python cookbook_runner.py paste|paste-asyncio BLOCKS.json OUT.json")
     with open(sys.argv[2], encoding="utf-8") as given:
-        pasted = paste(json.load(given))
+        pasted = paste(json.load(given), awaiting=sys.argv[1] == "paste-asyncio")
     with open(sys.argv[3], "w", encoding="utf-8") as out:
         json.dump(pasted, out)
