@@ -31,7 +31,7 @@ suppress_warnings = ["*"]
 """
 
 PLAIN_RUNNER = r"""
-import json, sys
+import asyncio, json, sys
 from pathlib import Path
 from cookbook_site import page as page_model
 from cookbook_site.run import STATIC
@@ -42,7 +42,10 @@ import cookbook_runner  # the runner Run uses in the browser, here on CPython
 for path in page_model.pages(Path("docs")):
     cookbook_runner.start(str(path))
     page = cookbook_runner._page
-    for example in page_model.examples_on(page_model.read(path), "sqlite"):
+    model = page_model.read(path)
+    if any(example.awaits for example in model.examples):
+        page.loop = asyncio.new_event_loop()  # as python -m asyncio: every statement in one loop
+    for example in page_model.examples_on(model, "sqlite"):
         given = {"line": example.line, "source": example.source, "want": example.want,
                  "exc_msg": example.exc_msg, "flags": example.flags}
         result = page.doctest(given) if example.kind == "doctest" else page.code(given)

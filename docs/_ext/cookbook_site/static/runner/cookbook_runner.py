@@ -91,6 +91,8 @@ class Page:
 
     def _compile(self, source: str, line: int, mode: str, flags: int) -> Any:
         self._register(line, source)
+        if self.loop is not None:
+            flags |= ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
         return compile("\n" * (line - 1) + source, self.name, mode, flags, dont_inherit=True)
 
     def _future_flags(self) -> int:
