@@ -30,11 +30,11 @@ import os
 import shutil
 import tempfile
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy
@@ -55,6 +55,8 @@ from tests.harness.plugin import BackendPlugin, register
 
 DOCTEST_FLAGS = page_model.DOCTEST_FLAGS
 RUN_KEY = "__cookbook_run__"
+
+T = TypeVar("T")
 
 _real_create_engine = sqlalchemy.create_engine
 _real_create_async_engine = sqlalchemy.ext.asyncio.create_async_engine
@@ -87,21 +89,35 @@ class PageRun:
             self.loop = asyncio.new_event_loop()
         return self.loop
 
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the page's loop until it is done.
+
+        Playwright's sync API, used by the browser tests in the same process, leaves its own loop
+        marked as running in this thread between calls; it is set aside while the page's runs.
+        """
+        loop = self.event_loop()
+        outer = asyncio._get_running_loop()
+        asyncio._set_running_loop(None)
+        try:
+            return loop.run_until_complete(coroutine)
+        finally:
+            asyncio._set_running_loop(outer)
+
     def finish(self) -> None:
         # Closing every session returns its connection to its pool; a full gc.collect() here
         # would cost ~50 ms a page, and the servers' DROP DATABASE ends any straggler anyway.
         # An AsyncSession a failed example left open is closed on the page's loop first: the
         # synchronous close_all_sessions() would need the greenlet it no longer has.
         if self.loop is not None:
-            self.loop.run_until_complete(close_all_async_sessions())
+            self.run(close_all_async_sessions())
         close_all_sessions()
         for engine in self.engines:
             engine.dispose()
         try:
             if self.loop is not None:
                 for async_engine in self.async_engines:
-                    self.loop.run_until_complete(async_engine.dispose())
-                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+                    self.run(async_engine.dispose())
+                self.run(self.loop.shutdown_asyncgens())
                 self.loop.close()
             self.stack.close()
         finally:
@@ -152,7 +168,7 @@ class Awaiting:
 
     def __call__(self, example: Example) -> str | None:
         run: PageRun = example.namespace[RUN_KEY]
-        return run.event_loop().run_until_complete(self.evaluate(example))
+        return run.run(self.evaluate(example))
 
     async def evaluate(self, example: Example) -> str | None:
         parsed = example.parsed
@@ -205,7 +221,7 @@ class InLoop:
         async def in_loop() -> Any:
             return self.inner(example)
 
-        return run.event_loop().run_until_complete(in_loop())
+        return run.run(in_loop())
 
 
 def _indent(text: str) -> str:
