@@ -470,7 +470,8 @@ READERS_WORDS = [
     ("count is too high", "querying/query-has-no-len"),
     ("raw SQL to ORM objects", "querying/textual-sql"),
     ("object still in collection after delete", "relationships/delete-from-collection"),
-    ("children not deleted with parent", "relationships/on-delete-cascade"),
+    ("children not deleted with parent", "relationships/foreign-keys-not-enforced"),
+    ("on delete cascade passive_deletes", "relationships/on-delete-cascade"),
     ("constructor not called when loading from database", "relationships/init-not-called"),
     ("relationship not updated after changing foreign key", "relationships/set-foreign-key-load-relationship"),
     # The FAQ entry of that name, which has a page of its own.
