@@ -26,6 +26,9 @@ extensions = [
     "cookbook_site.downloads",
     "cookbook_site.trim_css",
     "cookbook_site.run",
+    # Keyboard and screen-reader fixes to the HTML Sphinx writes: toctree captions get their
+    # aria-level, code blocks that scroll can take the focus (see the module).
+    "cookbook_site.a11y",
 ]
 
 # Warnings are errors (`-W -n`); nothing is ignored.

@@ -75,6 +75,8 @@
     if (info.run === undefined || why) {
       run.disabled = true;
       var note = make("span", "cookbook-run-note", info.why || why);
+      note.id = "cookbook-run-note-" + index;
+      run.setAttribute("aria-describedby", note.id);
       bar.appendChild(note);
       bar.dataset.runnable = "no";
       run.title = info.why || why;
@@ -87,12 +89,20 @@
       edit.addEventListener("click", function () { act("toggleEdit", index); });
       bar.appendChild(edit);
       entry.edit = edit;
+      // What a Run or Edit did, said to screen readers as it changes (and shown beside them).
       entry.status = make("span", "cookbook-run-status");
       entry.status.setAttribute("role", "status");
       entry.status.setAttribute("aria-live", "polite");
+      entry.status.setAttribute("aria-atomic", "true");
       bar.appendChild(entry.status);
+      // The output scrolls sideways as one box, which the keyboard can reach to scroll it.
       entry.output = make("div", "cookbook-output");
+      entry.output.id = "cookbook-output-" + index;
       entry.output.hidden = true;
+      entry.output.tabIndex = 0;
+      entry.output.setAttribute("role", "group");
+      entry.output.setAttribute("aria-label", "Output of this example in your browser");
+      run.setAttribute("aria-controls", entry.output.id);
       bar.dataset.runnable = "yes";
     }
     block.parentNode.insertBefore(bar, block.nextSibling);

@@ -297,6 +297,7 @@ export function start(page) {
       entry.edit.textContent = "Edit";
       entry.edit.title = "Change this example, then run it";
       if (entry.unit < done) stale = true;
+      say(index, "The page's code is back");
       return;
     }
     loadData().then(function () {
@@ -322,6 +323,7 @@ export function start(page) {
       entry.edit.textContent = "Undo edits";
       entry.edit.title = "Put back the page's code";
       if (entry.unit < done) stale = true;
+      say(index, "Editing: Ctrl+Enter or Run runs your code");
       editor.focus();
     }).catch(function (error) {
       say(index, error.message);
