@@ -333,7 +333,9 @@ def test_wasm_served_with_the_wrong_type_is_reported(context: BrowserContext, se
 # --- What cannot run in a browser ----------------------------------------------------------------
 
 
-def _example(line: int, block: int, source: str, backend: str | None = None, kind: str = "code") -> Example:
+def _example(
+    line: int, block: int, source: str, backend: str | None = None, kind: str = "code", api: str | None = None
+) -> Example:
     given: dict[str, Any] = {
         "start": line,
         "line": line,
@@ -347,6 +349,7 @@ def _example(line: int, block: int, source: str, backend: str | None = None, kin
         "visible": True,
         "backend": backend,
         "skip": None,
+        "api": api,
     }
     fields: dict[str, Any] = {f.name: given.get(f.name) for f in dataclasses.fields(Example)}
     return Example(**fields)
@@ -366,6 +369,21 @@ def test_threads_and_server_tabs_are_not_offered() -> None:
     assert visible[2]["why"].startswith("PostgreSQL only")
     assert "threads" in visible[3]["why"]
     assert "line 13" in visible[4]["why"]
+
+
+def test_the_asyncsession_tab_says_why_and_the_session_tab_runs() -> None:
+    """On a page with Session and AsyncSession tabs, Run runs the Session tab; the AsyncSession
+    tab's bar says why it cannot, and what follows the tabs still runs."""
+    examples = [
+        _example(1, 0, "x = 1\n"),
+        _example(5, 1, "session.scalar(q)\n", kind="doctest", api="session"),
+        _example(9, 2, "await session.scalar(q)\n", kind="doctest", api="async"),
+        _example(13, 3, "print(x)\n"),
+    ]
+    visible, runs = runner_blocks(examples)
+    assert [0, 1, 3] == [block["block"] for block in runs]
+    assert "api" == visible[2]["kind"] and visible[2]["why"].startswith("AsyncSession tab: in your browser")
+    assert {"run": 2} == visible[3]
 
 
 @pytest.mark.parametrize(

@@ -313,34 +313,40 @@ def test_copy_buttons_copy_runnable_code(source: Path, watch: Open, built: Path,
         if first is not None:
             assert copied[first] == _copy(page, first), f"line {blocks[first][0].line}: the mouse copied other code"
 
-    # Paste what runs on SQLite, in page order, into a fresh Python process.
-    runs = [i for i, examples in enumerate(blocks) if any(e.runs_on("sqlite") for e in examples)]
-    (tmp_path / "blocks.json").write_text(json.dumps([copied[i] for i in runs]))
-    mode = "paste-asyncio" if any(e.awaits for examples in blocks for e in examples) else "paste"
-    done = subprocess.run(
-        # A page that awaits is pasted as into `python -m asyncio`.
-        [sys.executable, str(PASTE_RUNNER), mode, "blocks.json", "raised.json"],
-        cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "COOKBOOK_"))},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=120,
-    )
-    assert 0 == done.returncode, done.stdout[-3000:]
-    raised = json.loads((tmp_path / "raised.json").read_text())
-    for position, index in enumerate(runs):
-        shows = {
-            (e.exc_msg or "").split(":")[0].rpartition(".")[2]
-            for e in blocks[index]
-            if e.exc_msg is not None and e.runs_on("sqlite")
-        }
-        pasted = {r["error"] for r in raised if r["block"] == position}
-        assert shows == pasted, (
-            f"line {blocks[index][0].line}: pasted, the block raised {sorted(pasted) or 'nothing'}; "
-            f"the page shows {sorted(shows) or 'no error'}\n{done.stdout[-3000:]}"
+    # Paste what runs on SQLite, in page order, into a fresh Python process; a page with Session
+    # and AsyncSession tabs is pasted once with each.
+    series = page_model.installed_series()
+    apis = page_model.APIS if any(e.api for examples in blocks for e in examples) else ("session",)
+    for api in apis:
+        runs = [i for i, examples in enumerate(blocks) if any(e.runs_on("sqlite", series, api) for e in examples)]
+        folder = tmp_path / api
+        folder.mkdir()
+        (folder / "blocks.json").write_text(json.dumps([copied[i] for i in runs]))
+        awaits = any(e.awaits for i in runs for e in blocks[i])
+        done = subprocess.run(
+            # A page that awaits is pasted as into `python -m asyncio`.
+            [sys.executable, str(PASTE_RUNNER), "paste-asyncio" if awaits else "paste", "blocks.json", "raised.json"],
+            cwd=folder,
+            env={k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "COOKBOOK_"))},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=120,
         )
+        assert 0 == done.returncode, f"{api}: {done.stdout[-3000:]}"
+        raised = json.loads((folder / "raised.json").read_text())
+        for position, index in enumerate(runs):
+            shows = {
+                (e.exc_msg or "").split(":")[0].rpartition(".")[2]
+                for e in blocks[index]
+                if e.exc_msg is not None and e.runs_on("sqlite", series, api)
+            }
+            pasted = {r["error"] for r in raised if r["block"] == position}
+            assert shows == pasted, (
+                f"{api}, line {blocks[index][0].line}: pasted, the block raised {sorted(pasted) or 'nothing'}; "
+                f"the page shows {sorted(shows) or 'no error'}\n{done.stdout[-3000:]}"
+            )
     assert_clean(tab)
 
 
@@ -553,23 +559,29 @@ def script_runs(built: Path) -> dict[Path, subprocess.CompletedProcess[str]]:
 def test_download_this_recipe(
     source: Path, watch: Open, built: Path, tmp_path: Path, script_runs: dict[Path, subprocess.CompletedProcess[str]]
 ) -> None:
-    """The page offers its script; the file downloaded runs on SQLite and prints what the page shows."""
+    """The page offers its script (a page with Session and AsyncSession tabs, one per API); each
+    file downloaded runs on SQLite and prints what the page shows."""
     tab = watch()
     tab.goto(html_name(source))
-    link = tab.page.get_by_role("link", name="Download this recipe")
-    assert 1 == link.count()
-    with tab.page.expect_download() as download:
-        link.click()
-    saved = tmp_path / download.value.suggested_filename
-    download.value.save_as(saved)
-    assert source.with_suffix(".py").name == saved.name
-    offered = built / "_recipes" / source.relative_to(DOCS).with_suffix(".py")
-    assert offered.read_bytes() == saved.read_bytes()
-    assert_clean(tab)
+    examples = built_examples(built, source)
+    apis = page_model.APIS if any(e.api for e in examples) else ("session",)
+    names = {"session": "Download this recipe", "async": "with AsyncSession"}
+    for api in apis:
+        link = tab.page.locator("p.recipe-download").get_by_role("link", name=names[api])
+        assert 1 == link.count(), f"no link {names[api]!r}"
+        with tab.page.expect_download() as download:
+            link.click()
+        saved = tmp_path / download.value.suggested_filename
+        download.value.save_as(saved)
+        suffix = "" if api == "session" else "-async"
+        offered = built / "_recipes" / source.relative_to(DOCS).with_name(f"{source.stem}{suffix}.py")
+        assert offered.name == saved.name
+        assert offered.read_bytes() == saved.read_bytes()
 
-    run = script_runs[offered]  # the same bytes, run once for all pages, in parallel
-    assert 0 == run.returncode, run.stdout[-3000:]
-    assert None is output_problem(built_examples(built, source), run.stdout)
+        run = script_runs[offered]  # the same bytes, run once for all pages, in parallel
+        assert 0 == run.returncode, run.stdout[-3000:]
+        assert None is output_problem(examples, run.stdout, api=api)
+    assert_clean(tab)
 
 
 def test_there_are_recipe_pages() -> None:

@@ -274,7 +274,11 @@ class PageModelParser:
             page = page_model.read(document.path, document.text)
         except page_model.PageError as exc:
             raise ValueError(str(exc)) from None
-        asynchronous = any(example.awaits for example in page.examples)
+        # A run awaits (and runs every example in the page's loop) only if an example it runs awaits:
+        # a page's Session tabs run as in plain `python`, its AsyncSession tabs as in `python -m asyncio`.
+        asynchronous = any(
+            example.awaits for example in page.examples if example.runs_on(self.backend, self.series, self.api)
+        )
         for parser in page_model.parsers():
             for region in parser(document):
                 example = page.at(region.start)
@@ -362,7 +366,7 @@ def sybils(plugin: BackendPlugin, path: str, kind: str) -> list[Sybil]:
                         excludes=["_*"],
                         setup=_setup(backend),
                         teardown=_teardown,
-                        name=f"{backend.name}-async",
+                        name=page_model.run_name(backend.name, "async"),
                     )
                 )
         else:

@@ -66,12 +66,13 @@ class BackendPlugin:
     def backend(self, name: str) -> Backend:
         return next(b for b in self.backends if b.name == name)
 
-    _id = re.compile(r"sybil:(\w+),|\[(\w+)[\]-]")
+    _id = re.compile(r"sybil:([\w-]+),|\[(\w+)[\]-]")
 
-    def _backend_of(self, nodeid: str) -> str | None:
+    def _run_of(self, nodeid: str) -> str | None:
+        """The run a test belongs to: a backend's name, or a page run such as ``sqlite-async``."""
         for match in self._id.finditer(nodeid):
             name = match.group(1) or match.group(2)
-            if name in self.names:
+            if name.split("-")[0] in self.names:
                 return name
         return None
 
@@ -87,17 +88,19 @@ class BackendPlugin:
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        name = self._backend_of(report.nodeid)
-        if name is None:
+        run = self._run_of(report.nodeid)
+        if run is None:
             return
+        name = run.split("-")[0]
         if report.when == "call" or report.failed:
             self.ran.add(name)
         if report.failed:
             self.failed.add(name)
         path = report.nodeid.split("::")[0]
         if path.startswith("docs/") and path.endswith(".md") and (report.when == "call" or report.failed):
+            # Keyed by run: a page with AsyncSession tabs has "sqlite" and "sqlite-async".
             results = self.pages.setdefault(path.removeprefix("docs/").removesuffix(".md"), {})
-            results[name] = results.get(name, True) and not report.failed
+            results[run] = results.get(run, True) and not report.failed
 
     def line(self) -> str:
         ran = [n for n in self.names if n in self.ran]
@@ -117,6 +120,7 @@ class BackendPlugin:
         if self.covers_every_page():
             path = root / RECORD.format(series=installed_series())
             write_record(path, ran, sorted(self.failed), self.pages)
+        (root / SUMMARY).parent.mkdir(parents=True, exist_ok=True)
         (root / SUMMARY).write_text(self.line() + "\n")
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:

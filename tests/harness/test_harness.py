@@ -10,7 +10,7 @@ from sybil.example import SybilFailure
 
 from cookbook_site import page as page_model
 from tests.harness.backends import Backend, BackendError, selected_names, summary_line
-from tests.harness.pages import _setup, _teardown, page_parsers
+from tests.harness.pages import _setup, _teardown, install_create_engine, page_parsers
 
 EXEMPLAR = Path(__file__).resolve().parents[2] / "docs" / "transactions" / "delete-reinsert.md"
 
@@ -135,9 +135,11 @@ SERIES_PAGE = """\
 """
 
 
-def _run_page(path: Path) -> tuple[list[str], list[int]]:
-    """Failures (Sybil's messages) and the lines of the examples skipped, for a page run on SQLite."""
-    document = Document.parse(str(path), *page_parsers("sqlite"))
+def _run_page(path: Path, api: str = "session") -> tuple[list[str], list[int]]:
+    """Failures (Sybil's messages) and the lines of the examples skipped, for a page run on SQLite
+    (in its Session tabs, or with ``api="async"`` its AsyncSession tabs)."""
+    install_create_engine()
+    document = Document.parse(str(path), *page_parsers("sqlite", api))
     _setup(Backend("sqlite"))(document.namespace)
     failures, skipped = [], []
     try:
@@ -241,3 +243,78 @@ def test_an_async_engine_is_pointed_at_the_pages_database() -> None:
         pages._active = None
     assert "postgresql+asyncpg://postgres@127.0.0.1:5432/cookbook_1_1" == engine.url.render_as_string()
     assert [engine] == run.async_engines
+
+
+API_PAGE = """\
+# Both APIs
+
+```python
+from sqlalchemy import text
+```
+
+::::{tab-set}
+:sync-group: api
+
+:::{tab-item} Session
+:sync: session
+
+```python
+>>> import asyncio
+>>> from sqlalchemy import create_engine
+>>> from sqlalchemy.orm import Session
+>>> session = Session(create_engine("sqlite://"))
+>>> session.scalar(text("select 'session'"))
+'session'
+>>> asyncio.get_event_loop_policy().get_event_loop().is_running()
+False
+```
+:::
+
+:::{tab-item} AsyncSession
+:sync: async-session
+
+```python
+>>> from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+>>> session = AsyncSession(create_async_engine("sqlite+aiosqlite://"))
+>>> await session.scalar(text("select 'async'"))
+'async'
+```
+:::
+::::
+
+```python
+>>> type(session).__name__ in ("Session", "AsyncSession")
+True
+```
+"""
+
+
+@pytest.mark.parametrize("api", ["session", "async"])
+def test_each_api_tab_runs_in_its_own_run(tmp_path: Path, api: str) -> None:
+    """A page with Session and AsyncSession tabs runs once per API: each run runs its own tab and
+    what the tabs share, and skips the other tab with the reason; the Session run has no loop."""
+    page = tmp_path / "apis.md"
+    page.write_text(API_PAGE)
+    other_tab_line = (
+        API_PAGE.split("\n").index(
+            ">>> import asyncio"
+            if api == "async"
+            else ">>> from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine"
+        )
+        + 1
+    )
+    failures, skipped = _run_page(page, api)
+    assert [] == failures
+    assert other_tab_line in skipped
+
+
+@pytest.mark.parametrize("api", ["session", "async"])
+def test_a_changed_output_in_an_api_tab_fails_that_run_only(tmp_path: Path, api: str) -> None:
+    page = tmp_path / "apis.md"
+    page.write_text(API_PAGE.replace("'async'\n", "'changed'\n"))
+    failures, _ = _run_page(page, api)
+    if api == "async":
+        assert 1 == len(failures)
+        assert "Expected:\n    'changed'\nGot:\n    'async'\n" in failures[0]
+    else:
+        assert [] == failures

@@ -18,15 +18,26 @@ from cookbook_site.page import Example
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 RECIPES = page_model.recipe_pages(DOCS)
+#: Each recipe page's scripts: one, or for a page with Session and AsyncSession tabs, one per API.
+SCRIPTS = [
+    (path, api)
+    for path in RECIPES
+    for api in (page_model.APIS if page_model.apis_of(page_model.read(path)) == page_model.APIS else ("session",))
+]
 
 
 def page_id(path: Path) -> str:
     return path.relative_to(DOCS).as_posix()
 
 
-def script_of(path: Path) -> tuple[list[Example], str]:
+def script_id(script: tuple[Path, str]) -> str:
+    path, api = script
+    return page_id(path) + ("" if api == "session" else f"-{api}")
+
+
+def script_of(path: Path, api: str = "session") -> tuple[list[Example], str]:
     examples = list(page_model.read(path).examples)
-    return examples, render_script(examples, title="t", where=page_id(path))
+    return examples, render_script(examples, title="t", where=page_id(path), api=api)
 
 
 def run_script(script: str) -> subprocess.CompletedProcess[str]:
@@ -48,21 +59,25 @@ def run_script(script: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def runs() -> Iterator[dict[Path, subprocess.CompletedProcess[str]]]:
-    """Every recipe page's script, run once, several at a time."""
+def runs() -> Iterator[dict[tuple[Path, str], subprocess.CompletedProcess[str]]]:
+    """Every recipe page's scripts, each run once, several at a time."""
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        done = dict(zip(RECIPES, pool.map(lambda p: run_script(script_of(p)[1]), RECIPES), strict=False))
+        done = dict(zip(SCRIPTS, pool.map(lambda s: run_script(script_of(*s)[1]), SCRIPTS), strict=True))
     yield done
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=page_id)
-def test_script_runs_as_the_page_says(path: Path, runs: dict[Path, subprocess.CompletedProcess[str]]) -> None:
-    """The downloaded script exits 0 on SQLite and prints, in order, the output the page shows."""
-    examples, _ = script_of(path)
-    run = runs[path]
-    assert 0 == run.returncode, f"{page_id(path)}: the script failed:\n{run.stdout[-3000:]}"
-    problem = output_problem(examples, run.stdout)
-    assert problem is None, f"{page_id(path)}, {problem}"
+@pytest.mark.parametrize("script", SCRIPTS, ids=script_id)
+def test_script_runs_as_the_page_says(
+    script: tuple[Path, str], runs: dict[tuple[Path, str], subprocess.CompletedProcess[str]]
+) -> None:
+    """The downloaded script exits 0 on SQLite and prints, in order, the output the page shows
+    (in its Session tabs, or in the AsyncSession script, its AsyncSession tabs)."""
+    path, api = script
+    examples, _ = script_of(path, api)
+    run = runs[script]
+    assert 0 == run.returncode, f"{script_id(script)}: the script failed:\n{run.stdout[-3000:]}"
+    problem = output_problem(examples, run.stdout, api=api)
+    assert problem is None, f"{script_id(script)}, {problem}"
 
 
 def test_there_are_recipe_pages() -> None:
@@ -248,3 +263,60 @@ def test_an_async_page_downloads_as_a_script_under_asyncio_run() -> None:
     run = run_script(script)
     assert 0 == run.returncode, run.stdout
     assert None is output_problem(examples, run.stdout)
+
+
+API_PAGE = """\
+# Does a page with Session and AsyncSession tabs download?
+
+```python
+>>> from sqlalchemy import text
+```
+
+::::{tab-set}
+:sync-group: api
+
+:::{tab-item} Session
+:sync: session
+
+```python
+>>> from sqlalchemy import create_engine
+>>> with create_engine("sqlite://").connect() as conn:
+...     conn.scalar(text("select 'session'"))
+'session'
+```
+:::
+
+:::{tab-item} AsyncSession
+:sync: async-session
+
+```python
+>>> from sqlalchemy.ext.asyncio import create_async_engine
+>>> engine = create_async_engine("sqlite+aiosqlite://")
+>>> async with engine.connect() as conn:
+...     await conn.scalar(text("select 'async'"))
+'async'
+>>> await engine.dispose()
+```
+:::
+::::
+
+```python
+>>> print("both")
+both
+```
+"""
+
+
+@pytest.mark.parametrize("api", page_model.APIS)
+def test_each_api_gets_its_own_script(api: str) -> None:
+    """A page with Session and AsyncSession tabs downloads as two scripts: each holds what the
+    page shares and its own tab, says which tab it left out, and prints what the page shows."""
+    examples = list(page_model.read("apis.md", text=API_PAGE).examples)
+    script = render_script(examples, title="t", where="apis.md", api=api)
+    other = "AsyncSession" if api == "session" else "Session"
+    assert f"# (The page's {other} tab is left out here" in script
+    assert ("asyncio.run(main())" in script) == (api == "async")
+    run = run_script(script)
+    assert 0 == run.returncode, run.stdout
+    assert None is output_problem(examples, run.stdout, api=api)
+    assert ("'async'" in run.stdout, "'session'" in run.stdout) == (api == "async", api == "session")

@@ -53,8 +53,8 @@ def test_the_line_under_a_page_title(tmp_path: Path) -> None:
     record(tmp_path, "2.1", "2.1.9", ALL_PASSED)
     record(tmp_path, "2.0", "2.0.58", ALL_PASSED)
     assert (
-        "Verified on SQLAlchemy 2.1.9 and 2.0.58, with SQLite 3.40.1, PostgreSQL 15.14 and MariaDB 10.11.14."
-        == page_line(read_runs(tmp_path), PAGE)
+        "Verified with Session on SQLAlchemy 2.1.9 and 2.0.58,"
+        " with SQLite 3.40.1, PostgreSQL 15.14 and MariaDB 10.11.14." == page_line(read_runs(tmp_path), PAGE)
     )
 
 
@@ -62,7 +62,7 @@ def test_series_that_ran_on_other_databases_are_said_apart(tmp_path: Path) -> No
     record(tmp_path, "2.1", "2.1.9", ALL_PASSED)
     record(tmp_path, "2.0", "2.0.58", {PAGE: {"sqlite": True}})
     assert (
-        "Verified on SQLAlchemy 2.1.9 with SQLite 3.40.1, PostgreSQL 15.14 and MariaDB 10.11.14"
+        "Verified with Session on SQLAlchemy 2.1.9 with SQLite 3.40.1, PostgreSQL 15.14 and MariaDB 10.11.14"
         " and SQLAlchemy 2.0.58 with SQLite 3.40.1." == page_line(read_runs(tmp_path), PAGE)
     )
 
@@ -70,10 +70,28 @@ def test_series_that_ran_on_other_databases_are_said_apart(tmp_path: Path) -> No
 def test_a_page_that_failed_says_where(tmp_path: Path) -> None:
     record(tmp_path, "2.1", "2.1.9", {PAGE: {"sqlite": True, "postgresql": False}})
     assert (
-        "Verified on SQLAlchemy 2.1.9, with SQLite 3.40.1. Failed on SQLAlchemy 2.1.9 on PostgreSQL."
+        "Verified with Session on SQLAlchemy 2.1.9, with SQLite 3.40.1. Failed on SQLAlchemy 2.1.9 on PostgreSQL."
         " Not run on SQLAlchemy 2.0 before this build." == page_line(read_runs(tmp_path), PAGE)
     )
 
 
 def test_no_record_at_all(tmp_path: Path) -> None:
     assert "This page's examples were not run before this build." == page_line(read_runs(tmp_path), PAGE)
+
+
+def test_a_page_with_asyncsession_tabs_counts_a_database_when_both_runs_passed(tmp_path: Path) -> None:
+    """A page with Session and AsyncSession tabs runs twice on each database; both must pass."""
+    both = {"sqlite": True, "sqlite-async": True, "postgresql": True, "postgresql-async": False}
+    record(tmp_path, "2.1", "2.1.9", {PAGE: both})
+    assert (
+        "Verified with Session and AsyncSession on SQLAlchemy 2.1.9, with SQLite 3.40.1."
+        " Failed on SQLAlchemy 2.1.9 on PostgreSQL. Not run on SQLAlchemy 2.0 before this build."
+        == page_line(read_runs(tmp_path), PAGE, ("session", "async"))
+    )
+
+
+def test_an_async_page_says_asyncsession(tmp_path: Path) -> None:
+    record(tmp_path, "2.1", "2.1.9", {PAGE: {"sqlite": True}})
+    assert page_line(read_runs(tmp_path), PAGE, ("async",)).startswith(
+        "Verified with AsyncSession on SQLAlchemy 2.1.9, with SQLite 3.40.1."
+    )

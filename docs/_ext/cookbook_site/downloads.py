@@ -10,6 +10,8 @@ SQLite, in page order:
 - an example the page shows raising is wrapped in ``try``/``except`` for that exception,
   whose traceback is printed before the script goes on;
 - blocks in another backend's tab (PostgreSQL, MariaDB) are left out, with a note;
+- a page with Session and AsyncSession tabs gets two scripts, ``<page>.py`` with its Session
+  tabs and ``<page>-async.py`` with its AsyncSession tabs, as the tests run it twice;
   blocks a ``% skip:`` line skips are commented out, with the reason;
 - hidden ``% invisible-code-block`` checks are kept (they only assert).
 
@@ -35,7 +37,16 @@ from sphinx.util.osutil import relative_uri
 from sphinx.writers.html5 import HTML5Translator
 
 from cookbook_site import page as page_model
-from cookbook_site.page import BACKEND_LABELS, DEFAULT_BACKEND, Example, PageError, installed_series, output_matches
+from cookbook_site.page import (
+    API_LABELS,
+    BACKEND_LABELS,
+    DEFAULT_BACKEND,
+    Example,
+    PageError,
+    apis_of,
+    installed_series,
+    output_matches,
+)
 from cookbook_site.pagedata import PageData, add_html_only_node
 
 # Read from the installed distribution: importing SQLAlchemy here would cost every build ~0.2 s.
@@ -50,8 +61,10 @@ SCRIPT_BACKEND = DEFAULT_BACKEND
 #: The SQLAlchemy series the scripts are verified on: the one the site is built with.
 SCRIPT_SERIES = installed_series()
 
-#: What the extension keeps of each page across a build.
-STORE = PageData("cookbook_recipe_scripts")
+#: What the extension keeps of each page across a build: its script, and its AsyncSession script.
+STORES = {"session": PageData("cookbook_recipe_scripts"), "async": PageData("cookbook_recipe_scripts_async")}
+#: What each API's script is called after the page (``<page>.py``, ``<page>-async.py``).
+SUFFIXES = {"session": "", "async": "-async"}
 
 
 # --- Writing the script -----------------------------------------------------------------------
@@ -176,10 +189,12 @@ def render_script(
     title: str,
     where: str,
     sections: dict[int, str] | None = None,
+    api: str = "session",
 ) -> str:
     """The script of a page: its SQLite examples in order, output as ``#>`` comments.
 
-    ``sections`` maps a block's opening line to the heading it sits under, shown as a comment.
+    ``sections`` maps a block's opening line to the heading it sits under, shown as a comment;
+    ``api`` picks the page's Session tabs (``"session"``) or its AsyncSession tabs (``"async"``).
     """
     sections = sections or {}
     taken = _identifiers(examples)
@@ -200,7 +215,8 @@ def render_script(
             body.extend(
                 [
                     "",
-                    f"# (The page's {which} left out here: this script runs on SQLite and SQLAlchemy {SCRIPT_SERIES}.)",
+                    f"# (The page's {which} left out here: this script runs on SQLite and SQLAlchemy {SCRIPT_SERIES}"
+                    + (f", with {API_LABELS[api]}.)" if set(tabs) & set(API_LABELS.values()) else ".)"),
                 ]
             )
             left_out.clear()
@@ -211,6 +227,9 @@ def render_script(
             continue
         if example.series not in (None, SCRIPT_SERIES):
             left_out.append(f"SQLAlchemy {example.series}")
+            continue
+        if example.api not in (None, api):
+            left_out.append(API_LABELS[example.api or ""])
             continue
         flush_left_out()
         source = _DOCTEST_DIRECTIVE.sub("", example.source).strip("\n")
@@ -254,7 +273,7 @@ def render_script(
             body.extend(_comment(example.want.replace("<BLANKLINE>", ""), "#> "))
     flush_left_out()
 
-    if any(example.awaits for example in examples if example.runs_on(SCRIPT_BACKEND, SCRIPT_SERIES)):
+    if any(example.awaits for example in examples if example.runs_on(SCRIPT_BACKEND, SCRIPT_SERIES, api)):
         # As typed into `python -m asyncio`: in a script, the page runs inside one coroutine.
         imports.add("asyncio")
         head = _head(imports, uses_helper, helper, title, where)
@@ -274,7 +293,7 @@ _LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO sqlalchemy\.
 _ANYTHING = "..."
 
 
-def _expected(examples: Sequence[Example], backend: str) -> tuple[list[tuple[Example, str]], bool]:
+def _expected(examples: Sequence[Example], backend: str, api: str) -> tuple[list[tuple[Example, str]], bool]:
     """Each checked example, with what the script must have printed up to and including it.
 
     One expected output follows another, in page order; where a plain code block or an example
@@ -285,7 +304,7 @@ def _expected(examples: Sequence[Example], backend: str) -> tuple[list[tuple[Exa
     text = ""
     unchecked = False
     for example in examples:
-        if not example.runs_on(backend, SCRIPT_SERIES):
+        if not example.runs_on(backend, SCRIPT_SERIES, api):
             continue
         if example.kind == "code" or example.exc_msg is not None:
             unchecked = True
@@ -299,15 +318,17 @@ def _expected(examples: Sequence[Example], backend: str) -> tuple[list[tuple[Exa
     return expected, unchecked
 
 
-def output_problem(examples: Sequence[Example], output: str, backend: str = SCRIPT_BACKEND) -> str | None:
-    """None if ``output`` (a run of the page's script) shows what the page shows; else what differs.
+def output_problem(
+    examples: Sequence[Example], output: str, backend: str = SCRIPT_BACKEND, api: str = "session"
+) -> str | None:
+    """None if ``output`` (a run of the page's script for ``api``) shows what the page shows; else what differs.
 
     The expected outputs, in page order, are compared with what the script printed by Sybil's
     doctest comparison (:func:`cookbook_site.page.output_matches`: ``...`` matches anything,
     trailing whitespace does not count), after the log's timestamps are dropped.
     """
     got = _LOG_PREFIX.sub("", output)
-    expected, open_end = _expected(examples, backend)
+    expected, open_end = _expected(examples, backend, api)
     whole = expected[-1][1] if expected else ""
     if output_matches(whole + _ANYTHING if open_end else whole, got):
         return None
@@ -326,12 +347,22 @@ class recipe_download(nodes.General, nodes.Element):  # noqa: N801 (docutils nod
 
 def visit_recipe_download_html(self: HTML5Translator, node: recipe_download) -> None:
     page = self.builder.get_target_uri(self.builder.current_docname)
-    uri = relative_uri(page, node["target"])
-    name = node["target"].rpartition("/")[2]
+    links: list[str] = []
+    for _api, target in node["targets"]:
+        uri = relative_uri(page, target)
+        name = target.rpartition("/")[2]
+        text = "Download this recipe" if not links else "with AsyncSession"
+        links.append(
+            f'<a class="reference download" href="{self.attval(uri)}" download="{self.attval(name)}">{text}</a>'
+            + (f" (<code>{self.encode(name)}</code>)" if len(node["targets"]) > 1 else "")
+        )
+    if len(links) == 1:
+        name = node["targets"][0][1].rpartition("/")[2]
+        said = f"{links[0]} as a Python script (<code>{self.encode(name)}</code>)"
+    else:
+        said = f"{links[0]} as a Python script with Session, or {links[1]}"
     self.body.append(
-        f'<p class="recipe-download"><a class="reference download" href="{self.attval(uri)}" '
-        f'download="{self.attval(name)}">Download this recipe</a> as a Python script '
-        f"(<code>{self.encode(name)}</code>): every example on this page, in order, ready to run on SQLite.</p>\n"
+        f'<p class="recipe-download">{said}: every example on this page, in order, ready to run on SQLite.</p>\n'
     )
     raise nodes.SkipNode
 
@@ -365,24 +396,31 @@ def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
     baseurl: str = app.config.html_baseurl
     page = f"{baseurl.rstrip('/')}/{app.builder.get_target_uri(docname)}" if baseurl else docname
     where = f"the SQLAlchemy ORM Cookbook page {page}"
-    script = render_script(examples, title=title, where=where, sections=_sections(doctree))
-    try:
-        compile(script, f"{docname}.py", "exec")
-    except SyntaxError as exc:
-        logger.warning(
-            "recipe script: the script assembled from this page does not compile: %s (script line %s)",
-            exc.msg,
-            exc.lineno,
-            location=docname,
-            type="recipe_script",
-        )
-        return
-    target = f"{OUTPUT_FOLDER}/{docname}.py"
-    STORE.of(env)[docname] = script
+    # A page with Session and AsyncSession tabs gets a script for each; any other page, one.
+    apis = [api for api in apis_of(page_model.read(env.doc2path(docname))) if api in STORES]
+    if len(apis) == 1:
+        apis = ["session"]
+    targets = []
+    for api in apis:
+        script = render_script(examples, title=title, where=where, sections=_sections(doctree), api=api)
+        target = f"{OUTPUT_FOLDER}/{docname}{SUFFIXES[api]}.py"
+        try:
+            compile(script, target, "exec")
+        except SyntaxError as exc:
+            logger.warning(
+                "recipe script: the script assembled from this page does not compile: %s (script line %s)",
+                exc.msg,
+                exc.lineno,
+                location=docname,
+                type="recipe_script",
+            )
+            return
+        STORES[api].of(env)[docname] = script
+        targets.append((api, target))
     # Under the short answer: the title's section, then its first paragraph.
     if section is not None:
         paragraph = next((child for child in section.children if isinstance(child, nodes.paragraph)), None)
-        link = recipe_download(target=target)
+        link = recipe_download(targets=targets)
         if paragraph is not None:
             paragraph.parent.insert(paragraph.parent.index(paragraph) + 1, link)
         else:
@@ -393,13 +431,14 @@ def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
     root = Path(app.outdir) / OUTPUT_FOLDER
-    for docname, script in STORE.of(app.env).items():
-        if docname not in app.env.all_docs:
-            continue
-        path = root / f"{docname}.py"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.is_file() or path.read_text(encoding="utf-8") != script:
-            path.write_text(script, encoding="utf-8")
+    for api, store in STORES.items():
+        for docname, script in store.of(app.env).items():
+            if docname not in app.env.all_docs:
+                continue
+            path = root / f"{docname}{SUFFIXES[api]}.py"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.is_file() or path.read_text(encoding="utf-8") != script:
+                path.write_text(script, encoding="utf-8")
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
@@ -408,6 +447,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.setup_extension("sphinx_design")
     add_html_only_node(app, recipe_download, visit_recipe_download_html)
     app.connect("doctree-read", on_doctree_read)
-    STORE.connect(app)
+    for store in STORES.values():
+        store.connect(app)
     app.connect("build-finished", on_build_finished)
-    return {"version": "2", "env_version": 2, "parallel_read_safe": True, "parallel_write_safe": True}
+    return {"version": "2", "env_version": 3, "parallel_read_safe": True, "parallel_write_safe": True}

@@ -390,6 +390,22 @@ def has_api_tabs(text: str) -> bool:
     return any(group == "api" for _, _, group, _ in tabs(text))
 
 
+def apis_of(page: Page) -> tuple[str, ...]:
+    """The APIs a page's examples use, of :data:`APIS`: both for a page with Session and AsyncSession
+    tabs, ``("async",)`` for a page whose examples await and have no such tabs, else ``("session",)``."""
+    if any(example.api is not None for example in page.examples):
+        return APIS
+    if any(example.awaits for example in page.examples):
+        return ("async",)
+    return ("session",)
+
+
+def run_name(backend: str, api: str = "session") -> str:
+    """What the tests call a run of the pages on ``backend`` (``sqlite``), or of their AsyncSession
+    tabs (``sqlite-async``): the name in each test's id and in the records the runs leave."""
+    return backend if api == "session" else f"{backend}-{api}"
+
+
 # --- What a page shows ------------------------------------------------------------------------
 
 _checker = OutputChecker()

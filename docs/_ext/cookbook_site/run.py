@@ -62,6 +62,8 @@ ASSETS_FOLDER = "_pyodide"
 BROWSER_BACKEND = DEFAULT_BACKEND
 #: The SQLAlchemy series the browser runs (the release requirements.txt pins).
 BROWSER_SERIES = ".".join(SQLALCHEMY_VERSION.split(".")[:2])
+#: The API the browser runs, on a page with Session and AsyncSession tabs.
+BROWSER_API = "session"
 #: This extension's own static files (``runner/``), added to the site's.
 STATIC = Path(cookbook_site.__file__).parent / "static"
 #: What the extension keeps of each page across a build.
@@ -129,6 +131,12 @@ def runner_blocks(examples: Iterable[Example]) -> tuple[list[dict[str, Any]], li
             entry = {
                 "why": f"SQLAlchemy {first.series} only: in your browser, Run uses SQLAlchemy {SQLALCHEMY_VERSION}",
                 "kind": "series",
+            }
+        elif first.api not in (None, BROWSER_API):
+            entry = {
+                "why": "AsyncSession tab: in your browser, Run runs the Session tab; SQLAlchemy's asyncio needs "
+                "greenlet, which Python in the browser does not have",
+                "kind": "api",
             }
         elif all(e.skip is not None for e in members):
             entry = {"why": f"The tests skip this example ({first.skip}), so Run does too", "kind": "skip"}

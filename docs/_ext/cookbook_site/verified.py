@@ -2,7 +2,8 @@
 
 Each run of every page (``make test``, ``make test SQLALCHEMY=2.0``, the CI matrix) leaves a
 record per SQLAlchemy series, ``_build/verified-<series>.json``: the exact SQLAlchemy, Python and
-database versions, and each page's result on each database.  From those records
+database versions, and each page's result on each database (and, for a page with Session and AsyncSession
+tabs, in each of its two runs there).  From those records
 
 - ``{verified-with}`` lists, on the landing page, each series with the versions and databases
   it ran on;
@@ -23,7 +24,7 @@ from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
 from cookbook_site import page as page_model
-from cookbook_site.page import BACKEND_LABELS, BACKENDS, SERIES
+from cookbook_site.page import API_LABELS, APIS, BACKEND_LABELS, BACKENDS, SERIES, PageError, run_name
 
 #: Where the test runs leave their records, relative to conf.py's folder.
 RECORDS = "_build/verified-{series}.json"
@@ -95,8 +96,13 @@ def summary(runs: dict[str, Run]) -> list[str]:
     return items
 
 
-def page_line(runs: dict[str, Run], docname: str) -> str:
-    """The line under a recipe page's title: the series and databases its examples passed on."""
+def page_line(runs: dict[str, Run], docname: str, apis: tuple[str, ...] = ("session",)) -> str:
+    """The line under a recipe page's title: the series, databases and APIs its examples passed on.
+
+    ``apis`` are the page's (:func:`cookbook_site.page.apis_of`); a page with Session and
+    AsyncSession tabs counts on a database only if both of its runs there passed.
+    """
+    tabbed = set(apis) == set(APIS)
     verified: list[tuple[str, str]] = []  # (release, databases)
     failed: list[str] = []
     for series in reversed(SERIES):
@@ -104,19 +110,24 @@ def page_line(runs: dict[str, Run], docname: str) -> str:
         results = run.pages.get(docname, {}) if run is not None else {}
         if run is None or not results:
             continue
-        bad = [BACKEND_LABELS[n] for n in BACKENDS if results.get(n) is False]
+
+        def outcomes(name: str, results: dict[str, bool] = results) -> list[bool | None]:
+            return [results.get(run_name(name, api)) for api in (APIS if tabbed else ("session",))]
+
+        bad = [BACKEND_LABELS[n] for n in BACKENDS if False in outcomes(n)]
         if bad:
             failed.append(f"SQLAlchemy {run.sqlalchemy} on {_listing(bad)}")
-        good = [_database(n, run.backends.get(n, ("", True))[0]) for n in BACKENDS if results.get(n)]
+        good = [_database(n, run.backends.get(n, ("", True))[0]) for n in BACKENDS if all(outcomes(n))]
         if good:
             verified.append((run.sqlalchemy, _listing(good)))
     if not verified and not failed:
         return "This page's examples were not run before this build."
     said = []
+    with_api = f"Verified with {_listing([API_LABELS[api] for api in apis])} on"
     if verified and len({databases for _, databases in verified}) == 1:
-        said.append(f"Verified on SQLAlchemy {_listing([r for r, _ in verified])}, with {verified[0][1]}.")
+        said.append(f"{with_api} SQLAlchemy {_listing([r for r, _ in verified])}, with {verified[0][1]}.")
     elif verified:
-        said.append("Verified on " + _listing([f"SQLAlchemy {r} with {d}" for r, d in verified]) + ".")
+        said.append(f"{with_api} " + _listing([f"SQLAlchemy {r} with {d}" for r, d in verified]) + ".")
     if failed:
         said.append(f"Failed on {_listing(failed)}.")
     unrun = [f"SQLAlchemy {s}" for s in SERIES if s not in runs]
@@ -154,7 +165,11 @@ def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
         return
     confdir = Path(app.confdir)
     _note_records(app.env, confdir)
-    line = nodes.paragraph(text=page_line(read_runs(confdir), docname), classes=["verified-on"])
+    try:
+        apis = page_model.apis_of(page_model.read(app.env.doc2path(docname)))
+    except PageError:
+        apis = ("session",)  # the downloads extension reports the page
+    line = nodes.paragraph(text=page_line(read_runs(confdir), docname, apis), classes=["verified-on"])
     section.insert(1, line)
 
 
