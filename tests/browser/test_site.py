@@ -264,15 +264,16 @@ def _tab_backends(page: Page) -> list[str]:
     return [b for b in BACKENDS if b in found]
 
 
-def _choose(page: Page, backend: str) -> None:
-    page.locator(f'label.sd-tab-label[data-sync-group="backend"][data-sync-id="{backend}"]').first.click()
+def _choose(page: Page, backend: str, group: str = "backend") -> None:
+    # A tab-set inside another tab that is not chosen is hidden: click one the reader can see.
+    page.locator(f'label.sd-tab-label[data-sync-group="{group}"][data-sync-id="{backend}"]:visible').first.click()
 
 
-def _chosen(page: Page) -> list[str]:
-    """The backend each backend tab-set on the page shows."""
+def _chosen(page: Page, group: str = "backend") -> list[str]:
+    """The tab each tab-set of ``group`` on the page shows (the backend, by default)."""
     chosen: list[str] = page.locator(".sd-tab-set").evaluate_all(
-        """sets => sets
-          .filter(s => s.querySelector(':scope > label[data-sync-group="backend"]'))
+        f"""sets => sets
+          .filter(s => s.querySelector(':scope > label[data-sync-group="{group}"]'))
           .map(s => s.querySelector(':scope > input:checked + label').dataset.syncId)"""
     )
     return chosen
@@ -373,6 +374,31 @@ def test_backend_tabs_switch_together_and_are_kept_on_the_next_page(watch: Open)
     _choose(page, "postgresql")
     tab.goto(html_name(first))
     assert ["postgresql"] * sets == _chosen(page)
+    assert_clean(tab)
+
+
+def test_session_and_asyncsession_tabs_are_kept_apart_from_the_backend_tabs(watch: Open) -> None:
+    """A reader who picks AsyncSession sees it on every page that has the tabs, and can still pick
+    a database: the two choices are kept independently."""
+    tabbed = [p for p in RECIPES if re.search(r"(?m)^:sync-group:[ \t]*api", p.read_text())]
+    assert len(tabbed) >= 2, "fewer than two recipe pages have Session and AsyncSession tabs"
+    both = [p for p in tabbed if re.search(r"(?m)^:sync-group:[ \t]*backend", p.read_text())] or tabbed
+    first, then = both[0], next(p for p in tabbed if p != both[0])
+    tab = watch()
+    tab.goto(html_name(first))
+    page = tab.page
+    assert {"session"} == set(_chosen(page, "api")), "Session is not the tab a new reader sees"
+    _choose(page, "async-session", "api")
+    assert {"async-session"} == set(_chosen(page, "api"))
+    if _tab_backends(page):
+        _choose(page, "postgresql")
+        assert {"postgresql"} == set(_chosen(page)) and {"async-session"} == set(_chosen(page, "api"))
+    tab.goto(html_name(then))
+    assert {"async-session"} == set(_chosen(page, "api")), f"{page_id(then)} did not keep AsyncSession"
+    tab.goto(html_name(first))
+    assert {"async-session"} == set(_chosen(page, "api"))
+    if _tab_backends(page):
+        assert {"postgresql"} == set(_chosen(page)), "choosing AsyncSession lost the reader's database"
     assert_clean(tab)
 
 
