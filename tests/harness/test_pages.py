@@ -148,3 +148,26 @@ def test_title_is_short(path: Path) -> None:
     assert found is not None, f"{page_id(path)} has no title"
     title = re.sub(r"`([^`]*)`", r"\1", found.group("title"))
     assert len(title) <= 60, f"{page_id(path)}: {len(title)} characters: {title}"
+
+
+API_TABSET = re.compile(r"^(?P<fence>:{3,})\{tab-set\}\n:sync-group:[ \t]*api[ \t]*\n", re.M)
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if page_model.has_api_tabs(p.read_text())], ids=page_id)
+def test_session_and_asyncsession_tabs_come_in_pairs(path: Path) -> None:
+    """Each Session | AsyncSession tab-set has both tabs, Session first, and the AsyncSession tab
+    holds an example that runs (a reader who picks it must see the page's answer for asyncio)."""
+    text = path.read_text()
+    page = page_model.read(path)
+    problems = []
+    for opening in API_TABSET.finditer(text):
+        end = re.compile(rf"^{opening.group('fence')}[ \t]*$", re.M).search(text, opening.end())
+        inside = text[opening.end() : end.start() if end else len(text)]
+        syncs = re.findall(r"(?m)^:sync:[ \t]*(session|async-session)[ \t]*$", inside)
+        line = text.count("\n", 0, opening.start()) + 1
+        if syncs != ["session", "async-session"]:
+            problems.append(f"line {line}: the tabs are {syncs}, not ['session', 'async-session']")
+        start, stop = opening.start(), end.end() if end else len(text)
+        if not any(e.api == "async" and e.skip is None and start <= e.start < stop for e in page.examples):
+            problems.append(f"line {line}: the AsyncSession tab has no example that runs")
+    assert [] == problems
