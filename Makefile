@@ -3,6 +3,7 @@
 #   make serve    build the site, serve it on http://127.0.0.1:8000, rebuild on every edit
 #   make test     every page's examples, the library's and site's tests, the browser tests, ruff, mypy and a strict build
 #   make test BACKENDS="sqlite postgresql mariadb"   the same on each named database
+#   make test JOBS=1    the same in one process (JOBS is pytest-xdist's -n; the default, auto, uses every core)
 #   make test SQLALCHEMY=2.0   the pages, the library and the site's tests on SQLAlchemy 2.0 (in its
 #                 own .venv-sqlalchemy-2.0; the default, 2.1, is what requirements.txt pins)
 #   make bench    the figures the issues ask for (build, rebuild, test, page weight, Run and recipe
@@ -27,6 +28,9 @@ $(error SQLALCHEMY=$(SQLALCHEMY) is not a series the cookbook is verified on; va
 endif
 PY := $(VENV)/bin/python
 BACKENDS ?= sqlite
+# pytest-xdist: one worker per core; a test file (a page, with its examples in order) stays on one worker.
+JOBS ?= auto
+PARALLEL := -n $(JOBS) --dist loadfile
 HOST ?= 127.0.0.1
 PORT ?= 8000
 SPHINX_ARGS := -c . docs
@@ -43,10 +47,10 @@ html: $(VENV)/.installed pyodide
 test: $(VENV)/.installed pyodide
 ifeq ($(SQLALCHEMY),2.0)
 	@# The site is built and tried in the browser with 2.1 only; the examples, library and site tests run here.
-	COOKBOOK_BACKENDS="$(BACKENDS)" $(PY) -m pytest docs src tests --ignore=tests/browser
+	COOKBOOK_BACKENDS="$(BACKENDS)" $(PY) -m pytest $(PARALLEL) docs src tests --ignore=tests/browser
 	@cat _build/backends.txt
 else
-	COOKBOOK_BACKENDS="$(BACKENDS)" $(PY) -m pytest
+	COOKBOOK_BACKENDS="$(BACKENDS)" $(PY) -m pytest $(PARALLEL)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy

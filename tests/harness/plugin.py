@@ -114,6 +114,8 @@ class BackendPlugin:
         return any(docs == path or docs.is_relative_to(path) for path in scope)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if hasattr(self.config, "workerinput"):
+            return  # a pytest-xdist worker: the controller sees every report and writes the record
         ran = [b for b in self.backends if b.name in self.ran]
         root = self.config.rootpath
         # Only a run of every page may tell the landing page what the examples were verified on.
