@@ -44,6 +44,7 @@ import sqlalchemy.ext.asyncio.engine
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import close_all_sessions as close_all_async_sessions
 from sqlalchemy.orm import close_all_sessions
+from sqlalchemy.sql import lambdas
 from sybil import Document, Example, Region, Sybil
 from sybil.document import PythonDocStringDocument
 from sybil.integration.pytest import pytest_integration
@@ -77,6 +78,16 @@ class PageRun:
     engines: list[Engine] = field(default_factory=list)
     async_engines: list[Any] = field(default_factory=list)
     loop: asyncio.AbstractEventLoop | None = None
+    begun: bool = False
+
+    def begin(self) -> None:
+        """Before the run's first example (Sybil sets up every run of a page before any runs)."""
+        self.begun = True
+        # SQLAlchemy caches its analysis of lambdas (``with_loader_criteria(..., lambda cls: ...)``)
+        # by code object, and a page's code compiled again in a later run compares equal: a lambda
+        # would see the globals of the page's run before.  A reader's script starts with empty caches.
+        lambdas.AnalyzedCode._fns.clear()
+        lambdas._closure_per_cache_key.clear()
 
     def start(self) -> None:
         self.cwd = tempfile.mkdtemp(prefix="cookbook-page-")
@@ -239,6 +250,8 @@ class Active:
     def __call__(self, example: Example) -> Any:
         global _active
         run: PageRun = example.namespace[RUN_KEY]
+        if not run.begun:
+            run.begin()
         before = os.getcwd()
         _active = run
         os.chdir(run.cwd)

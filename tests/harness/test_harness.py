@@ -318,3 +318,49 @@ def test_a_changed_output_in_an_api_tab_fails_that_run_only(tmp_path: Path, api:
         assert "Expected:\n    'changed'\nGot:\n    'async'\n" in failures[0]
     else:
         assert [] == failures
+
+
+#: What the page below reads, set by the test before each run.
+TENANT = "a"
+
+LAMBDA_PAGE = """\
+# A lambda that reads a global
+
+```python
+>>> from sqlalchemy import String, create_engine, select
+>>> from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, with_loader_criteria
+>>> from tests.harness import test_harness
+>>> tenant = test_harness.TENANT
+>>> class Base(DeclarativeBase):
+...     pass
+>>> class Row(Base):
+...     __tablename__ = "row"
+...     id: Mapped[int] = mapped_column(primary_key=True)
+...     tenant: Mapped[str] = mapped_column(String(10))
+>>> def mine(cls):
+...     return cls.tenant == tenant
+>>> engine = create_engine("sqlite://")
+>>> Base.metadata.create_all(engine)
+>>> with Session(engine) as session:
+...     session.add_all([Row(tenant="a"), Row(tenant="b")])
+...     only_mine = with_loader_criteria(Row, lambda cls: mine(cls))
+...     print(session.scalars(select(Row.tenant).options(only_mine)).all())
+['a']
+```
+"""
+
+
+def test_a_lambda_sees_its_own_runs_globals(tmp_path: Path) -> None:
+    """SQLAlchemy caches a lambda's analysis by code object; a page run again (on the next backend)
+    must not get the previous run's globals from that cache."""
+    global TENANT
+    page = tmp_path / "lambda.md"
+    page.write_text(LAMBDA_PAGE)
+    TENANT = "a"
+    assert ([], []) == _run_page(page)
+    TENANT = "b"
+    try:
+        failures, _ = _run_page(page)
+    finally:
+        TENANT = "a"
+    assert 1 == len(failures) and "Expected:\n    ['a']\nGot:\n    ['b']\n" in failures[0]
