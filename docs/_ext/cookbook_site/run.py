@@ -81,6 +81,12 @@ UNAVAILABLE = {
     "greenlet": "it needs greenlet, which Python in the browser does not have",
     "asyncio": "it needs asyncio with greenlet, which Python in the browser does not have",
     "sqlalchemy.ext.asyncio": "it needs asyncio with greenlet, which Python in the browser does not have",
+    "fastapi": "it needs FastAPI, which Python in the browser here does not load",
+    "starlette": "it needs FastAPI, which Python in the browser here does not load",
+    "httpx": "it needs httpx, which Python in the browser here does not load",
+    "flask": "it needs Flask, which Python in the browser here does not load",
+    "flask_sqlalchemy": "it needs Flask-SQLAlchemy, which Python in the browser here does not load",
+    "pytest": "it runs pytest in a process of its own, which Python in the browser cannot start",
     "psycopg": "it needs a database server",
     "pymysql": "it needs a database server",
 }
