@@ -39,3 +39,35 @@ var Scorer = {
     return score + words * Scorer.titleWord;
   },
 };
+
+/*
+ * A pasted error message carries words no page can hold: an object's address
+ * (`<User at 0x7f3a2c1e5d90>`), the reader's own table names and values.  Sphinx
+ * returns only pages that contain every word of the query, so one such word empties
+ * the results.  Before the query runs, words the index does not know at all (not even
+ * as part of a longer word, as Sphinx's own partial matching finds them) are left out;
+ * every word the site knows is still required.  (Sphinx puts this file into
+ * language_data.js, which loads after searchtools.js and before the search runs.)
+ */
+(() => {
+  if (typeof Search === "undefined") return;
+  const parse = Search._parseQuery;
+  const known = (word) => {
+    const index = Search._index;
+    if (!index) return true;
+    const has = (terms) =>
+      Object.prototype.hasOwnProperty.call(terms, word) ||
+      (word.length > 2 && Object.keys(terms).some((term) => term.includes(word)));
+    return has(index.terms) || has(index.titleterms);
+  };
+  Search._parseQuery = (query) => {
+    const parsed = parse(query);
+    const searchTerms = parsed[1];
+    const kept = [...searchTerms].filter(known);
+    if (kept.length > 0 && kept.length < searchTerms.size) {
+      searchTerms.clear();
+      kept.forEach((word) => searchTerms.add(word));
+    }
+    return parsed;
+  };
+})();

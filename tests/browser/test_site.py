@@ -509,6 +509,19 @@ READERS_WORDS = [
     # The FAQ entry of that name, which has a page of its own.
     ("Attribute loading for non-persistent objects", "relationships/non-persistent-loading"),
     ("relationship is None before flush", "relationships/non-persistent-loading"),
+    # Pasted whole, as a traceback's last line reads: addresses, links and the reader's own names included.
+    (
+        "sqlalchemy.exc.MissingGreenlet: greenlet_spawn has not been called; can't call await_only() here. "
+        "Was IO attempted in an unexpected place? (Background on this error at: https://sqlalche.me/e/20/xd2s)",
+        "relationships/missing-greenlet",
+    ),
+    (
+        "sqlalchemy.exc.PendingRollbackError: This Session's transaction has been rolled back due to a previous "
+        "exception during flush. To begin a new transaction with this Session, first issue Session.rollback(). "
+        "Original exception was: (psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "
+        '"customer_orders_pkey_7f3a"',
+        "transactions/pending-rollback",
+    ),
     ("get or create", "relationships/unique-object"),
     ("upsert", "relationships/unique-object"),
 ]
