@@ -320,3 +320,20 @@ def test_each_api_gets_its_own_script(api: str) -> None:
     assert 0 == run.returncode, run.stdout
     assert None is output_problem(examples, run.stdout, api=api)
     assert ("'async'" in run.stdout, "'session'" in run.stdout) == (api == "async", api == "session")
+
+
+def test_an_async_page_may_import_what_the_script_uses_itself() -> None:
+    """A page that imports `traceback` (or `asyncio`) after an error the script prints with it still
+    runs: the names are global in main(), as they are at the `python -m asyncio` prompt."""
+    page = ASYNC_PAGE.replace(
+        ">>> await asyncio.sleep(0, \"shown\")\n'shown'\n",
+        ">>> int('x')\nTraceback (most recent call last):\n...\n"
+        "ValueError: invalid literal for int() with base 10: 'x'\n"
+        ">>> import traceback\n>>> await asyncio.sleep(0, \"shown\")\n'shown'\n",
+    )
+    examples = list(page_model.read("async.md", text=page).examples)
+    script = render_script(examples, title="t", where="async.md")
+    assert "    global asyncio, traceback  # the page imports these too\n" in script
+    run = run_script(script)
+    assert 0 == run.returncode, run.stdout
+    assert None is output_problem(examples, run.stdout)

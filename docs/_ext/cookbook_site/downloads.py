@@ -183,6 +183,25 @@ def _head(imports: set[str], uses_helper: bool, helper: str, title: str, where: 
     return head
 
 
+def _imported_names(code: str) -> set[str]:
+    """The names import statements bind in ``code`` (top-level await allowed), outside functions and classes."""
+    tree = compile(code, "<script>", "exec", ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+    names: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            return
+        if isinstance(node, ast.Import):
+            names.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.update(alias.asname or alias.name for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return names
+
+
 def render_script(
     examples: Sequence[Example],
     *,
@@ -278,6 +297,11 @@ def render_script(
         imports.add("asyncio")
         head = _head(imports, uses_helper, helper, title, where)
         code = "\n".join(body).strip("\n")
+        # At the prompt every name is global; in main() a name the page imports would be local to
+        # main() all through it, and the script's own use of that module before the import would fail.
+        shared = sorted(_imported_names(code) & {module.split(".")[0] for module in imports | {"asyncio"}})
+        if shared:
+            code = f"global {', '.join(shared)}  # the page imports these too\n{code}"
         body = ["", "", "async def main() -> None:", textwrap.indent(code, "    "), "", "", "asyncio.run(main())"]
     else:
         head = _head(imports, uses_helper, helper, title, where)
