@@ -324,6 +324,9 @@ def _setup(backend: Backend) -> Callable[[dict[str, Any]], None]:
         run = PageRun(backend)
         run.start()
         namespace[RUN_KEY] = run
+        # As in a reader's script or prompt: a class the page defines belongs to `__main__`, not
+        # to `builtins` (Pydantic, for one, will not read attributes from objects of builtins' classes).
+        namespace["__name__"] = "__main__"
 
     return setup
 

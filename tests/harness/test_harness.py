@@ -364,3 +364,12 @@ def test_a_lambda_sees_its_own_runs_globals(tmp_path: Path) -> None:
     finally:
         TENANT = "a"
     assert 1 == len(failures) and "Expected:\n    ['a']\nGot:\n    ['b']\n" in failures[0]
+
+
+def test_a_page_runs_as_main(tmp_path: Path) -> None:
+    """A page's code runs as a reader's script does, in `__main__`."""
+    page = tmp_path / "main.md"
+    page.write_text(
+        "# Main\n\n```python\n>>> class Point:\n...     pass\n>>> Point.__module__, __name__\n('__main__', '__main__')\n```\n"
+    )
+    assert ([], []) == _run_page(page)
