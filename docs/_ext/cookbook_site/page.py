@@ -82,7 +82,7 @@ def installed_series() -> str:
 
 
 #: The folders (under ``docs/``) whose pages are recipes: a question answered with code.
-RECIPE_FOLDERS = ("transactions", "querying", "relationships")
+RECIPE_FOLDERS = ("transactions", "querying", "relationships", "applications")
 
 #: The doctest option flags every example runs with.
 DOCTEST_FLAGS = doctest.ELLIPSIS
