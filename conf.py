@@ -24,6 +24,7 @@ extensions = [
     # The site's own extensions (docs/_ext/cookbook_site, installed by requirements.txt).
     "cookbook_site.verified",
     "cookbook_site.downloads",
+    "cookbook_site.plain_tokens",
     "cookbook_site.trim_css",
     "cookbook_site.run",
     # Keyboard and screen-reader fixes to the HTML Sphinx writes: toctree captions get their

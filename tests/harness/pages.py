@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import pytest
 import sqlalchemy
 import sqlalchemy.engine
+import sqlalchemy.engine.create
 import sqlalchemy.ext.asyncio
 import sqlalchemy.ext.asyncio.engine
 from sqlalchemy.engine import URL, Engine
@@ -165,6 +166,8 @@ def create_async_engine(url: Any, **kwargs: Any) -> Any:
 def install_create_engine() -> None:
     sqlalchemy.create_engine = create_engine
     sqlalchemy.engine.create_engine = create_engine
+    # engine_from_config() (Flask-SQLAlchemy makes its engine with it) calls the module's own name.
+    sqlalchemy.engine.create.create_engine = create_engine
     sqlalchemy.ext.asyncio.create_async_engine = create_async_engine
     sqlalchemy.ext.asyncio.engine.create_async_engine = create_async_engine
 

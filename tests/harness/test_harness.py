@@ -370,6 +370,25 @@ def test_a_page_runs_as_main(tmp_path: Path) -> None:
     """A page's code runs as a reader's script does, in `__main__`."""
     page = tmp_path / "main.md"
     page.write_text(
-        "# Main\n\n```python\n>>> class Point:\n...     pass\n>>> Point.__module__, __name__\n('__main__', '__main__')\n```\n"
+        "# Main\n\n```python\n>>> class Point:\n...     pass\n"
+        ">>> Point.__module__, __name__\n('__main__', '__main__')\n```\n"
     )
     assert ([], []) == _run_page(page)
+
+
+def test_engine_from_config_is_pointed_at_the_pages_database() -> None:
+    """Flask-SQLAlchemy makes its engine with `engine_from_config()`: on a server, it gets the page's database."""
+    from sqlalchemy import engine_from_config
+
+    from tests.harness import pages
+
+    pages.install_create_engine()
+    run = pages.PageRun(Backend("postgresql", make_url("postgresql+psycopg://postgres@127.0.0.1:5432/test")))
+    run.url = make_url("postgresql+psycopg://postgres@127.0.0.1:5432/cookbook_1_1")
+    pages._active = run
+    try:
+        engine = engine_from_config({"url": "sqlite:///flask-session.db"}, prefix="")
+    finally:
+        pages._active = None
+    assert "postgresql+psycopg://postgres@127.0.0.1:5432/cookbook_1_1" == engine.url.render_as_string()
+    assert [engine] == run.engines
