@@ -499,7 +499,7 @@ READERS_WORDS = [
     ("soft delete", "querying/always-filtered-query"),
     ("multi-tenant filter by tenant", "querying/filter-per-tenant"),
     ("count returns wrong number", "querying/query-has-no-len"),
-    ("count is too high", "querying/query-has-no-len"),
+    ("count is too high", "querying/count-disagrees"),
     ("raw SQL to ORM objects", "querying/textual-sql"),
     ("object still in collection after delete", "relationships/delete-from-collection"),
     ("children not deleted with parent", "relationships/foreign-keys-not-enforced"),
@@ -522,6 +522,29 @@ READERS_WORDS = [
         '"customer_orders_pkey_7f3a"',
         "transactions/pending-rollback",
     ),
+    # The lifecycle pages: the error's first line as pasted, and the symptom.
+    (
+        "sqlalchemy.exc.TimeoutError: QueuePool limit of size 5 overflow 10 reached, connection timed out, "
+        "timeout 30.00 (Background on this error at: https://sqlalche.me/e/20/3o7r)",
+        "applications/pool-exhausted",
+    ),
+    ("Can't reconnect until invalid transaction is rolled back", "applications/pool-exhausted"),
+    ("connection pool exhausted pool_pre_ping", "applications/pool-exhausted"),
+    ("FastAPI session per request dependency yield", "applications/fastapi-session"),
+    ("PendingRollbackError FastAPI next request fails", "applications/fastapi-session"),
+    ("Flask SQLAlchemy session per request teardown_appcontext", "applications/flask-session"),
+    ("flask-sqlalchemy db.session rollback after error", "applications/flask-session"),
+    # The queries pages.
+    ("My Query does not return the same number of objects as query.count() tells me", "querying/count-disagrees"),
+    ("count() returns more than all()", "querying/count-disagrees"),
+    ("N+1 queries", "querying/n-plus-one"),
+    ("one query per object in a loop", "querying/n-plus-one"),
+    (
+        "sqlalchemy.exc.InvalidRequestError: The unique() method must be invoked on this Result, as it contains "
+        "results that include joined eager loads against collections",
+        "querying/n-plus-one",
+    ),
+    ("'Book.author' is not available due to lazy='raise'", "querying/n-plus-one"),
     ("get or create", "relationships/unique-object"),
     ("upsert", "relationships/unique-object"),
 ]
