@@ -546,7 +546,10 @@ READERS_WORDS = [
     ),
     ("'Book.author' is not available due to lazy='raise'", "querying/n-plus-one"),
     ("get or create", "relationships/unique-object"),
-    ("upsert", "relationships/unique-object"),
+    ("upsert", "querying/upsert"),
+    ("insert or update on_conflict_do_update", "querying/upsert"),
+    ("ON CONFLICT DO UPDATE command cannot affect row a second time", "querying/upsert"),
+    ("session.merge is not an upsert IntegrityError", "querying/upsert"),
 ]
 
 
