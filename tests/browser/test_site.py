@@ -530,6 +530,17 @@ READERS_WORDS = [
     ),
     ("Can't reconnect until invalid transaction is rolled back", "applications/pool-exhausted"),
     ("connection pool exhausted pool_pre_ping", "applications/pool-exhausted"),
+    (
+        "sqlalchemy.orm.exc.DetachedInstanceError: Instance <User at 0x7f3a2c1e5d90> is not bound to a Session; "
+        "attribute refresh operation cannot proceed (Background on this error at: https://sqlalche.me/e/20/bhk3)",
+        "relationships/detached-instance",
+    ),
+    (
+        "Parent instance <Customer at 0x7f0c9e2b1a10> is not bound to a Session; "
+        "lazy load operation of attribute 'orders' cannot proceed",
+        "relationships/detached-instance",
+    ),
+    ("pytest fixture rollback after each test join_transaction_mode", "applications/tests-roll-back"),
     ("FastAPI session per request dependency yield", "applications/fastapi-session"),
     ("PendingRollbackError FastAPI next request fails", "applications/fastapi-session"),
     ("Flask SQLAlchemy session per request teardown_appcontext", "applications/flask-session"),
