@@ -498,7 +498,7 @@ READERS_WORDS = [
     ("session does not see changes from another process", "transactions/stale-reads"),
     ("soft delete", "querying/always-filtered-query"),
     ("multi-tenant filter by tenant", "querying/filter-per-tenant"),
-    ("count returns wrong number", "querying/query-has-no-len"),
+    ("count returns wrong number", "querying/count-disagrees"),
     ("count is too high", "querying/count-disagrees"),
     ("raw SQL to ORM objects", "querying/textual-sql"),
     ("object still in collection after delete", "relationships/delete-from-collection"),
