@@ -795,6 +795,23 @@ class ExpireRelationshipOnFKChange:
     The loaded collections of the relationship are expired on every parent in the session (see
     above), so the new parent's lists the object once it is read again.
 
+    **AsyncSession.**
+    A set on an object of an :class:`~sqlalchemy.ext.asyncio.AsyncSession` runs the listener in
+    plain Python, outside the greenlet in which the session does its IO; it does there what it
+    does in a :class:`~sqlalchemy.orm.Session`, none of which is IO: it expires, or changes what
+    is held in memory, and sends no SQL.
+    So ``bar.foo`` needs no ``await`` when the new parent is in the identity map, and one
+    otherwise; an expired collection always needs one:
+    ``await foo.awaitable_attrs.bars`` (with :class:`~sqlalchemy.ext.asyncio.AsyncAttrs` in the
+    base class) or ``await session.refresh(foo, ["bars"])``, which both autoflush first, as a
+    read does in a :class:`~sqlalchemy.orm.Session`; for a pending object, ``awaitable_attrs``
+    only, since :meth:`~sqlalchemy.ext.asyncio.AsyncSession.refresh` takes persistent objects.
+    Read without ``await``, an expired relationship raises
+    :class:`~sqlalchemy.exc.MissingGreenlet`; since its load autoflushes, it is the flush that
+    fails, which rolls the transaction back with the unflushed changes, and the session refuses
+    every statement until you await its :meth:`~sqlalchemy.ext.asyncio.AsyncSession.rollback`.
+    :ref:`reference-expire-on-fk-change-async` shows it run.
+
     **Cost.**
     A set on an object outside a session costs one function call; on an object in a session,
     a few dictionary lookups per relationship, plus the expiring, and no walk over a collection,

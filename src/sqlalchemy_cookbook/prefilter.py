@@ -2,7 +2,9 @@
 
 :class:`PreFilteredQuery` is declared once for a mapped class, or for a mixin and every class
 that uses it, and installed on a :class:`~sqlalchemy.orm.sessionmaker` (or a
-:class:`~sqlalchemy.orm.Session` class or instance).
+:class:`~sqlalchemy.orm.Session` class or instance), or with asyncio on an
+:class:`~sqlalchemy.ext.asyncio.async_sessionmaker` (or one
+:class:`~sqlalchemy.ext.asyncio.AsyncSession`).
 From then on the sessions made there add the criteria to each ORM statement they run, through
 the :meth:`~sqlalchemy.orm.SessionEvents.do_orm_execute` event and
 :func:`~sqlalchemy.orm.with_loader_criteria` (aliases included).
@@ -110,7 +112,10 @@ What is not filtered:
   Write the subquery as ``select(Note.id).where(...).exists()`` instead.
 """
 
+import sys
+import weakref
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Self, cast
 
 import sqlalchemy
@@ -281,17 +286,42 @@ class PreFilteredQuery:
 
         :param target: a :class:`~sqlalchemy.orm.sessionmaker`, a
             :class:`~sqlalchemy.orm.scoped_session`, a :class:`~sqlalchemy.orm.Session`
-            subclass, or one session.
+            subclass, or one session; with asyncio, an
+            :class:`~sqlalchemy.ext.asyncio.async_sessionmaker`, an
+            :class:`~sqlalchemy.ext.asyncio.async_scoped_session` (its ``session_factory``), or one
+            :class:`~sqlalchemy.ext.asyncio.AsyncSession`.
             Installing on :class:`~sqlalchemy.orm.Session` itself reaches every session in
             the process.
         :returns: this object, so that declaring and installing can be one statement.
+        :raises TypeError: ``target`` is an :class:`~sqlalchemy.ext.asyncio.AsyncSession`
+            class, whose events are those of the :class:`~sqlalchemy.orm.Session` class every
+            one of its sessions wraps.
+
+        SQLAlchemy's session events are synchronous and belong to the
+        :class:`~sqlalchemy.orm.Session` that an :class:`~sqlalchemy.ext.asyncio.AsyncSession`
+        wraps (its :attr:`~sqlalchemy.ext.asyncio.AsyncSession.sync_session`); an
+        :class:`~sqlalchemy.ext.asyncio.async_sessionmaker` has none
+        (``event.listen(maker, "do_orm_execute", ...)`` raises ``No such event``).
+        So, as :class:`~sqlalchemy.orm.sessionmaker` does for its own sessions, installing on an
+        async_sessionmaker gives it a :class:`~sqlalchemy.orm.Session` subclass of its own as
+        ``sync_session_class`` (a subclass of the one it had) and listens there: only the
+        sessions it makes from then on are filtered, not those it made before, nor those of
+        other makers.
+        :meth:`uninstall` gives the maker its class back once no :class:`PreFilteredQuery` is
+        installed on it.
+        :ref:`reference-prefilter-async` shows it run.
         """
-        event.listen(target, "do_orm_execute", self._on_execute)
+        event.listen(_event_target(target, self, installing=True), "do_orm_execute", self._on_execute)
         return self
 
     def uninstall(self, target: Any) -> None:
-        """Stop applying the criteria in the sessions of ``target`` (the one given to :meth:`install`)."""
-        event.remove(target, "do_orm_execute", self._on_execute)
+        """Stop applying the criteria in the sessions of ``target`` (the one given to :meth:`install`).
+
+        :raises sqlalchemy.exc.InvalidRequestError: the criteria are not installed on ``target``.
+        """
+        listened = _event_target(target, self, installing=False)
+        event.remove(listened, "do_orm_execute", self._on_execute)
+        _uninstalled(target, listened, self)
 
     def _on_execute(self, state: ORMExecuteState) -> Result[Any] | None:
         opted_out = state.execution_options.get(self.opt_out, False)
@@ -558,6 +588,102 @@ class PreFilteredQuery:
             return None
 
         return visitors.replacement_traverse(self._expression(entity), {}, replace)
+
+
+# -- asyncio: where the events of an AsyncSession, and of an async_sessionmaker, go ---------------
+
+
+@dataclass(eq=False)
+class _MakersClass:
+    """The Session subclass install() gave an async_sessionmaker, and what it replaced."""
+
+    made: type[Session]
+    # Whether the maker had sync_session_class among its arguments, and its value.
+    had_argument: bool
+    replaced: Any
+    installed: list[PreFilteredQuery] = field(default_factory=list)
+
+
+# Each async_sessionmaker's class, kept after uninstall() so that installing again serves the
+# sessions it made while installed, as a sessionmaker's class does.
+_MAKERS: weakref.WeakKeyDictionary[Any, _MakersClass] = weakref.WeakKeyDictionary()
+
+
+def _asyncio() -> Any:
+    """SQLAlchemy's asyncio extension if the program has loaded it, else None.
+
+    An AsyncSession or async_sessionmaker cannot exist unless it is loaded, and importing it
+    here would make a program that uses none need greenlet (on SQLAlchemy 2.1).
+    """
+    return sys.modules.get("sqlalchemy.ext.asyncio")
+
+
+def _event_target(target: Any, prefilter: PreFilteredQuery, *, installing: bool) -> Any:
+    """What event.listen() takes for ``target``'s sessions: ``target`` itself unless it is async."""
+    asyncio = _asyncio()
+    if asyncio is None:
+        return target
+    if isinstance(target, asyncio.async_scoped_session):
+        target = target.session_factory
+    if isinstance(target, asyncio.AsyncSession):
+        return target.sync_session
+    if isinstance(target, asyncio.async_sessionmaker):
+        return _makers_class(target, prefilter, installing=installing)
+    if isinstance(target, type) and issubclass(target, asyncio.AsyncSession):
+        wrapped: type[Session] = getattr(target, "sync_session_class", Session)
+        raise TypeError(
+            f"{prefilter!r} cannot be installed on the AsyncSession class {target.__name__}: its events are "
+            f"those of the Session class its sessions wrap ({wrapped.__name__}), shared by every session of "
+            f"that class. Install it on an async_sessionmaker (only its sessions), on one AsyncSession, or on "
+            f"a Session subclass of your own that you give as sync_session_class=."
+        )
+    return target
+
+
+def _current_class(maker: Any) -> type[Session]:
+    """The Session class the maker's next AsyncSession will wrap."""
+    current: type[Session] = maker.kw.get("sync_session_class") or maker.class_.sync_session_class
+    return current
+
+
+def _makers_class(maker: Any, prefilter: PreFilteredQuery, *, installing: bool) -> type[Session]:
+    found = _MAKERS.get(maker)
+    current = _current_class(maker)
+    if not installing:
+        if found is None or current is not found.made or prefilter not in found.installed:
+            raise InvalidRequestError(f"{prefilter!r} is not installed on {maker!r}")
+        return found.made
+    if found is None or (current is not found.made and found.made.__bases__ != (current,)):
+        # First install, or the maker was given another class since: subclass what it has now,
+        # under the same name, as sessionmaker does.
+        made: type[Session] = type(current.__name__, (current,), {"__module__": current.__module__})
+        found = _MAKERS[maker] = _MakersClass(made, False, None)
+    if current is not found.made:
+        found.had_argument = "sync_session_class" in maker.kw
+        found.replaced = maker.kw.get("sync_session_class")
+        maker.configure(sync_session_class=found.made)
+    if prefilter not in found.installed:
+        found.installed.append(prefilter)
+    return found.made
+
+
+def _uninstalled(target: Any, listened: Any, prefilter: PreFilteredQuery) -> None:
+    """After uninstall(): an async_sessionmaker with no criteria left gets its class back."""
+    asyncio = _asyncio()
+    if asyncio is None:
+        return
+    if isinstance(target, asyncio.async_scoped_session):
+        target = target.session_factory
+    found = _MAKERS.get(target) if isinstance(target, asyncio.async_sessionmaker) else None
+    if found is None or listened is not found.made:
+        return
+    found.installed.remove(prefilter)
+    if found.installed or target.kw.get("sync_session_class") is not found.made:
+        return
+    if found.had_argument:
+        target.kw["sync_session_class"] = found.replaced
+    else:
+        del target.kw["sync_session_class"]
 
 
 def _outer_tables(statement: Any) -> Iterator[FromClause]:

@@ -6,6 +6,11 @@ by their unique key instead of constructing them:
 * :meth:`UniqueObject.as_unique` returns the one object for one key;
 * :meth:`UniqueObject.as_unique_all` resolves many keys at once.
 
+With an :class:`~sqlalchemy.ext.asyncio.AsyncSession`, await :meth:`UniqueObject.as_unique_async`
+and :meth:`UniqueObject.as_unique_all_async` instead: they run the same code through
+:meth:`AsyncSession.run_sync() <sqlalchemy.ext.asyncio.AsyncSession.run_sync>`, so everything
+below holds for them too.
+
 Each key is looked for in three places, cheapest first:
 
 1. a cache kept in the session (no SQL at all);
@@ -40,11 +45,12 @@ there, it becomes transient (see :func:`~sqlalchemy.orm.make_transient`).
 from __future__ import annotations
 
 import reprlib
+import sys
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from inspect import Parameter, signature
-from typing import Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from sqlalchemy import event, inspect, select, tuple_
 from sqlalchemy.engine import Dialect
@@ -54,6 +60,10 @@ from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.schema import Column, Index, Table, UniqueConstraint
 from sqlalchemy.sql import ClauseElement, and_
 from sqlalchemy.sql.dml import Insert
+
+if TYPE_CHECKING:
+    # Imported where the async methods run, not here: the synchronous API needs no greenlet.
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 __all__ = ["UniqueObject"]
 
@@ -257,6 +267,50 @@ class UniqueObject:
         """
         return _resolve(session, cls, _listed(cls, rows), "as_unique_all")
 
+    @classmethod
+    async def as_unique_async(cls, session: AsyncSession, /, **values: Any) -> Self:
+        """The one object for these values, as :meth:`as_unique` finds it, for an AsyncSession.
+
+        ``await Keyword.as_unique_async(session, name="python")`` runs :meth:`as_unique`'s own
+        code inside :meth:`AsyncSession.run_sync() <sqlalchemy.ext.asyncio.AsyncSession.run_sync>`:
+        the same cache (kept in the session's :attr:`~sqlalchemy.ext.asyncio.AsyncSession.info`),
+        the same statements, and the same safety when sessions race for a key, whether they run
+        in threads, processes, or tasks of one event loop under :func:`asyncio.gather`
+        (give each task a session of its own, as SQLAlchemy requires).
+        :ref:`reference-unique-object-async` shows it run.
+
+        :param session: the session the object belongs to.
+        :type session: ~sqlalchemy.ext.asyncio.AsyncSession
+        :param values: as for :meth:`as_unique`.
+        :type values: ~typing.Any
+        :returns: the persistent object for the key.
+        :raises TypeError: ``session`` is not an :class:`~sqlalchemy.ext.asyncio.AsyncSession`
+            (with a :class:`~sqlalchemy.orm.Session`, call :meth:`as_unique`); otherwise what
+            :meth:`as_unique` raises.
+        """
+        found = await _resolve_async(session, cls, (values,), "as_unique_async")
+        return found[0]
+
+    @classmethod
+    async def as_unique_all_async(cls, session: AsyncSession, rows: Iterable[Mapping[str, Any]], /) -> list[Self]:
+        """The objects for many keys at once, as :meth:`as_unique_all` finds them, for an AsyncSession.
+
+        ``await Keyword.as_unique_all_async(session, [{"name": "sql"}, {"name": "orm"}])`` runs
+        :meth:`as_unique_all`'s own code inside
+        :meth:`AsyncSession.run_sync() <sqlalchemy.ext.asyncio.AsyncSession.run_sync>`, with the
+        same statements and the same answers.
+
+        :param session: the session the objects belong to.
+        :type session: ~sqlalchemy.ext.asyncio.AsyncSession
+        :param rows: one mapping of values per object, as :meth:`as_unique_all` takes them.
+        :type rows: ~collections.abc.Iterable[~collections.abc.Mapping[str, ~typing.Any]]
+        :returns: the persistent objects, one per item of ``rows``.
+        :raises TypeError: ``session`` is not an :class:`~sqlalchemy.ext.asyncio.AsyncSession`
+            (with a :class:`~sqlalchemy.orm.Session`, call :meth:`as_unique_all`); otherwise what
+            :meth:`as_unique_all` raises.
+        """
+        return await _resolve_async(session, cls, _listed(cls, rows), "as_unique_all_async")
+
 
 # --- checking what was given ------------------------------------------------------------------
 
@@ -264,21 +318,48 @@ class UniqueObject:
 def _describe(value: Any) -> str:
     if value is None:
         return "None"
-    return f"{reprlib.repr(value)} (a {type(value).__name__})"
+    name = type(value).__name__
+    return f"{reprlib.repr(value)} ({'an' if name[0] in 'AEIOUaeiou' else 'a'} {name})"
 
 
 def _check_session(cls: type[Any], session: Any, method: str) -> None:
     if isinstance(session, Session):
         return
+    # Loaded already if the caller has an AsyncSession; importing it here would need greenlet.
+    asyncio = sys.modules.get("sqlalchemy.ext.asyncio")
+    if asyncio is not None and isinstance(session, asyncio.AsyncSession | asyncio.async_scoped_session):
+        scoped = isinstance(session, asyncio.async_scoped_session)
+        raise TypeError(
+            f"{cls.__name__}.{method}() needs a sqlalchemy.orm.Session as its first argument, not "
+            f"{'an async_scoped_session' if scoped else 'an AsyncSession'}: await "
+            f"{cls.__name__}.{method}_async({'session()' if scoped else 'session'}, ...) instead"
+        )
     hint = ""
     if isinstance(session, scoped_session):
         hint = "; call the scoped_session for its Session: session()"
-    elif hasattr(session, "sync_session"):
-        hint = "; with an AsyncSession, call it inside await session.run_sync(...)"
     raise TypeError(
         f"{cls.__name__}.{method}() needs a sqlalchemy.orm.Session as its first argument, "
         f"not {_describe(session)}{hint}"
     )
+
+
+async def _resolve_async(session: Any, cls: type[_T], rows: Sequence[Mapping[str, Any]], method: str) -> list[_T]:
+    """:func:`_resolve` for an AsyncSession: the same code, run where it may do IO."""
+    from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
+
+    if not isinstance(session, AsyncSession):
+        needs = f"{cls.__name__}.{method}() needs a sqlalchemy.ext.asyncio.AsyncSession as its first argument"
+        if isinstance(session, Session | scoped_session):
+            sync_method = method.removesuffix("_async")
+            call = "session()" if isinstance(session, scoped_session) else "session"
+            raise TypeError(
+                f"{needs}, not a {type(session).__name__}: call {cls.__name__}.{sync_method}({call}, ...) instead"
+            )
+        hint = ""
+        if isinstance(session, async_scoped_session):
+            hint = "; call the async_scoped_session for its AsyncSession: session()"
+        raise TypeError(f"{needs}, not {_describe(session)}{hint}")
+    return await session.run_sync(_resolve, cls, rows, method)
 
 
 def _listed(cls: type[Any], rows: Any) -> list[Mapping[str, Any]]:

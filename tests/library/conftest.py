@@ -1,4 +1,5 @@
-"""Fixtures for the recipe library's tests: a fresh database on every backend under test."""
+"""Fixtures for the recipe library's tests: a fresh database on every backend under test,
+reached through its sync driver and, for the AsyncSession tests, through its async one."""
 
 from collections.abc import Iterator
 
@@ -7,7 +8,9 @@ from sqlalchemy import MetaData, create_engine
 from sqlalchemy.engine import URL, Engine
 
 from tests.harness.backends import Backend
+from tests.harness.pages import ASYNC_DRIVERS
 from tests.harness.plugin import register
+from tests.library.aio import AsyncRun
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -42,3 +45,17 @@ def engine(database_url: URL) -> Iterator[Engine]:
         tables.drop_all(cleanup)
     finally:
         cleanup.dispose()
+
+
+@pytest.fixture(scope="module")
+def async_url(backend: Backend, database_url: URL) -> URL:
+    """The module's database, through the backend's async driver (the one the pages use)."""
+    return database_url.set(drivername=ASYNC_DRIVERS[backend.name])
+
+
+@pytest.fixture(scope="module")
+def aio(async_url: URL) -> Iterator[AsyncRun]:
+    """The module's event loop and AsyncEngine; disposed before the database is dropped."""
+    run = AsyncRun(async_url)
+    yield run
+    run.close()

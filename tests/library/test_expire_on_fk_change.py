@@ -1,12 +1,15 @@
 """ExpireRelationshipOnFKChange: setting a foreign key attribute updates the relationships built on it."""
 
+import gc
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from sqlalchemy import Column, ForeignKey, ForeignKeyConstraint, String, Table, insert, inspect, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.exc import InvalidRequestError, PendingRollbackError, StatementError
+from sqlalchemy.ext.asyncio import AsyncAttrs, AsyncSession
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -24,13 +27,14 @@ from sqlalchemy.orm import (
 )
 
 from sqlalchemy_cookbook import ExpireRelationshipOnFKChange
+from tests.library.aio import AsyncRun
 from tests.library.statements import statements
 
 # -- models ------------------------------------------------------------------------------------
 
 
-class Base(DeclarativeBase):
-    pass
+class Base(AsyncAttrs, DeclarativeBase):
+    """AsyncAttrs gives the AsyncSession tests ``await obj.awaitable_attrs.name``; it changes nothing else."""
 
 
 FK_SYNC = ExpireRelationshipOnFKChange.install(Base)
@@ -233,8 +237,7 @@ def present(value: T | None) -> T:
     return value
 
 
-@pytest.fixture
-def session(engine: Engine) -> Iterator[Session]:
+def add_foos_and_bars(engine: Engine) -> None:
     """Foos 1, 3 and 7 (codes a, c, g); bars 1 and 2 in Foo 1; committed."""
     Base.metadata.create_all(engine)
     with Session(engine) as setup:
@@ -242,6 +245,12 @@ def session(engine: Engine) -> Iterator[Session]:
         setup.flush()
         setup.add_all([Bar(id=1, foo_id=1), Bar(id=2, foo_id=1)])
         setup.commit()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    """A session on foos 1, 3 and 7 and bars 1 and 2 (see add_foos_and_bars)."""
+    add_foos_and_bars(engine)
     with Session(engine) as session:
         yield session
 
@@ -1149,3 +1158,178 @@ def test_the_class_refuses_what_is_not_a_base_or_registry() -> None:
     """A wrong argument says what was expected."""
     with pytest.raises(TypeError, match="needs a declarative base or a registry, not 7"):
         ExpireRelationshipOnFKChange(7)  # type: ignore[arg-type]  # the wrong type is the point of the test
+
+
+# -- with an AsyncSession ----------------------------------------------------------------------
+# A set runs the listener in plain Python, outside the greenlet an AsyncSession does its IO in:
+# it must send nothing (any SQL there would raise MissingGreenlet).  What it expires, the reader
+# loads with an await; what the identity map holds needs none.
+
+
+@pytest.fixture
+def stored(engine: Engine) -> Engine:
+    """Foos 1, 3 and 7 and bars 1 and 2, committed, for an AsyncSession to read."""
+    add_foos_and_bars(engine)
+    return engine
+
+
+async def foos_and_bar(session: AsyncSession) -> tuple[Foo, Foo, Bar]:
+    """Foo 1 and Foo 7 with their collections loaded, and Bar 1 with its foo loaded."""
+    foo1, foo7, bar = (
+        present(await session.get(Foo, 1)),
+        present(await session.get(Foo, 7)),
+        present(await session.get(Bar, 1)),
+    )
+    await foo1.awaitable_attrs.bars
+    await foo7.awaitable_attrs.bars
+    await bar.awaitable_attrs.foo
+    return foo1, foo7, bar
+
+
+def test_async_set_sends_nothing_and_the_loaded_parent_follows(stored: Engine, aio: AsyncRun) -> None:
+    """bar.foo_id = 7 in a coroutine: no SQL at the set, and bar.foo is Foo 7 from the identity map, with no await."""
+
+    async def body() -> tuple[list[str], bool, list[str]]:
+        async with AsyncSession(aio.engine) as session:
+            _, foo7, bar = await foos_and_bar(session)
+            with statements(aio.engine.sync_engine) as at_set:
+                bar.foo_id = 7
+            with statements(aio.engine.sync_engine) as at_read:
+                follows = bar.foo is foo7
+            return at_set, follows, at_read
+
+    assert ([], True, []) == aio.run(body())
+
+
+def test_async_collections_are_expired_and_awaited(stored: Engine, aio: AsyncRun) -> None:
+    """Both loaded collections are expired at the set; awaiting them autoflushes and reads the new rows."""
+
+    async def body() -> tuple[list[str], list[int], list[int]]:
+        async with AsyncSession(aio.engine) as session:
+            foo1, foo7, bar = await foos_and_bar(session)
+            bar.foo_id = 7
+            unloaded = [key for foo in (foo1, foo7) for key in ["bars"] if key not in inspect(foo).dict]
+            return unloaded, ids(await foo1.awaitable_attrs.bars), ids(await foo7.awaitable_attrs.bars)
+
+    assert (["bars", "bars"], [2], [1]) == aio.run(body())
+
+
+def test_async_refresh_reads_the_collection(stored: Engine, aio: AsyncRun) -> None:
+    """await session.refresh(foo7, ["bars"]) autoflushes the new key first: Foo 7's collection lists bar."""
+
+    async def body() -> tuple[list[int], list[int]]:
+        async with AsyncSession(aio.engine) as session:
+            foo1, foo7, bar = await foos_and_bar(session)
+            bar.foo_id = 7
+            await session.refresh(foo7, ["bars"])
+            await session.refresh(foo1, ["bars"])
+            return ids(foo1.bars), ids(foo7.bars)
+
+    assert ([2], [1]) == aio.run(body())
+
+
+def test_async_parent_not_loaded_is_awaited(stored: Engine, aio: AsyncRun) -> None:
+    """Foo 3 is not in the session: awaitable_attrs or refresh() loads it, before the flush, from the key just set."""
+
+    async def body() -> tuple[int, int, int | None]:
+        async with AsyncSession(aio.engine) as session:
+            _, _, bar = await foos_and_bar(session)
+            bar.foo_id = 3
+            awaited = present(await bar.awaitable_attrs.foo).id
+            bar.foo_id = 1
+            await session.refresh(bar, ["foo"])
+            return awaited, present(bar.foo).id, bar.foo_id
+
+    assert (3, 1, 1) == aio.run(body())
+
+
+def test_async_plain_read_of_an_expired_collection_needs_an_await(stored: Engine, aio: AsyncRun) -> None:
+    """What the reader must not do: read an expired collection without await. Its load autoflushes outside the
+    greenlet, so the flush fails with MissingGreenlet and the session must be rolled back."""
+
+    async def body() -> tuple[str, type[Exception], list[int]]:
+        async with AsyncSession(aio.engine) as session:
+            foo1, _, bar = await foos_and_bar(session)
+            bar.foo_id = 7
+            with pytest.raises((InvalidRequestError, StatementError)) as raised:
+                foo1.bars
+            with pytest.raises(PendingRollbackError) as after:
+                await foo1.awaitable_attrs.bars
+            await session.rollback()
+            return str(raised.value), after.type, ids(await foo1.awaitable_attrs.bars)
+
+    try:
+        message, after, rolled_back = aio.run(body())
+    finally:
+        # The driver's coroutine that never ran is collected here, not in whichever test runs next.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
+            gc.collect()
+    assert ("greenlet_spawn has not been called", PendingRollbackError, [1, 2]) == (
+        message[message.index("greenlet_spawn") : message.index(";")],
+        after,
+        rolled_back,
+    )
+
+
+def test_async_pending_object_loads_its_parent(stored: Engine, aio: AsyncRun) -> None:
+    """An added Bar: foo_id = 7 finds the loaded Foo 7 with no await; foo_id = 3 is awaited through
+    awaitable_attrs, before the INSERT (refresh() takes persistent objects only)."""
+
+    async def body() -> tuple[list[str], bool, int, bool]:
+        async with AsyncSession(aio.engine) as session:
+            _, foo7, _ = await foos_and_bar(session)
+            bar = Bar(id=10)
+            session.add(bar)
+            with statements(aio.engine.sync_engine) as sent:
+                bar.foo_id = 7
+                found = bar.foo is foo7
+            bar.foo_id = 3
+            with pytest.raises(InvalidRequestError, match="is not persistent within this Session"):
+                await session.refresh(bar, ["foo"])
+            awaited = present(await bar.awaitable_attrs.foo).id
+            return sent, found, awaited, inspect(bar).pending
+
+    assert ([], True, 3, True) == aio.run(body())
+
+
+def test_async_refused_set_raises_its_own_error(stored: Engine, aio: AsyncRun) -> None:
+    """bar.foo = None then bar.foo_id = 7 is refused in a coroutine too, with the recipe's error, before any SQL."""
+
+    async def body() -> list[str]:
+        async with AsyncSession(aio.engine) as session:
+            _, _, bar = await foos_and_bar(session)
+            bar.foo = None
+            with statements(aio.engine.sync_engine) as sent, pytest.raises(InvalidRequestError, match="taken out of"):
+                bar.foo_id = 7
+            return sent
+
+    assert [] == aio.run(body())
+
+
+def test_async_sql_expression_key_expires_without_sql(stored: Engine, aio: AsyncRun) -> None:
+    """A key set to a SQL expression names no parent yet: the loaded collections are expired, without SQL."""
+
+    async def body() -> tuple[list[str], list[int], list[int]]:
+        async with AsyncSession(aio.engine) as session:
+            foo1, foo7, bar = await foos_and_bar(session)
+            with statements(aio.engine.sync_engine) as sent:
+                bar.foo_id = select(Foo.id).where(Foo.code == "g").scalar_subquery()
+            await session.flush()
+            return sent, ids(await foo1.awaitable_attrs.bars), ids(await foo7.awaitable_attrs.bars)
+
+    assert ([], [2], [1]) == aio.run(body())
+
+
+def test_async_commit_writes_the_key_set_last(stored: Engine, aio: AsyncRun) -> None:
+    """bar.foo = foo3 then bar.foo_id = 7 in an AsyncSession: the commit writes 7, as in a Session."""
+
+    async def body() -> None:
+        async with AsyncSession(aio.engine) as session:
+            _, _, bar = await foos_and_bar(session)
+            bar.foo = present(await session.get(Foo, 3))
+            bar.foo_id = 7
+            await session.commit()
+
+    aio.run(body())
+    assert 7 == stored_foo_id(stored, 1)

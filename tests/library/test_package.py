@@ -152,3 +152,51 @@ def test_wheel_works_alone(wheel: Path, tmp_path: Path) -> None:
     ] == result["modules"]
     assert [] == sorted(set(result["loaded"]) & {"sphinx", "docutils", "sybil", "pytest", "cookbook_site", "tests"})
     assert result["examples"] > 20, result
+
+
+SYNC_ONLY = r"""
+import sys
+
+sys.modules["greenlet"] = None  # as if it were not installed: SQLAlchemy 2.1 does not install it
+
+from sqlalchemy import String, create_engine, false, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from sqlalchemy_cookbook import ExpireRelationshipOnFKChange, PreFilteredQuery, UniqueObject
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+ExpireRelationshipOnFKChange.install(Base)
+
+
+class Keyword(UniqueObject, Base):
+    __tablename__ = "keyword"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+    hidden: Mapped[bool] = mapped_column(default=False)
+
+
+engine = create_engine("sqlite://")
+Base.metadata.create_all(engine)
+made = sessionmaker(engine)
+shown = PreFilteredQuery(Keyword, lambda cls: cls.hidden == false(), opt_out="everything").install(made)
+with made() as session:
+    Keyword.as_unique(session, name="python")
+    try:
+        Keyword.as_unique(object(), name="python")
+    except TypeError:
+        pass
+    print(session.scalars(select(Keyword.name)).all())
+shown.uninstall(made)
+print(sorted(m for m in sys.modules if m.startswith("sqlalchemy.ext.asyncio")))
+"""
+
+
+def test_the_sync_api_needs_no_greenlet() -> None:
+    """Without greenlet, every recipe works with a Session, and nothing loads SQLAlchemy's asyncio extension
+    (on SQLAlchemy 2.1 importing it raises without greenlet): only the async API needs it."""
+    run = subprocess.run([sys.executable, "-c", SYNC_ONLY], capture_output=True, text=True)
+    assert (0, "['python']\n[]\n") == (run.returncode, run.stdout), run.stderr

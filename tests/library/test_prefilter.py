@@ -9,8 +9,9 @@ each refusal and each limit).
 
 from __future__ import annotations
 
+import asyncio
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar, cast
 
 import pytest
@@ -39,6 +40,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.engine.interfaces import CacheStats
 from sqlalchemy.exc import IntegrityError, InvalidRequestError, LegacyAPIWarning
+from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session, async_sessionmaker
 from sqlalchemy.orm import (
     DeclarativeBase,
     DynamicMapped,
@@ -62,6 +64,7 @@ from sqlalchemy.orm import (
 )
 
 from sqlalchemy_cookbook import PreFilteredQuery
+from tests.library.aio import AsyncRun
 
 SA20 = sqlalchemy.__version__.startswith("2.0.")
 
@@ -1090,3 +1093,315 @@ def test_uninstall_stops_the_filter(loaded: Engine) -> None:
     soft_delete.uninstall(made)
     with made() as session:
         assert 4 == session.scalar(select(func.count()).select_from(Post))
+
+
+# -- with asyncio ----------------------------------------------------------------------------------
+# An AsyncSession runs the ORM of the Session it wraps, so the criteria are the same code; what
+# these tests pin is where install() puts them (an async_sessionmaker has no events of its own),
+# and that the awaited calls, the async drivers and concurrent tasks get them.
+
+
+@pytest.fixture(params=sorted(FILTERS))
+def async_factory(request: pytest.FixtureRequest, loaded: Engine, aio: AsyncRun) -> async_sessionmaker[AsyncSession]:
+    """An async_sessionmaker for tenant "a" with one of the filters installed."""
+    made = async_sessionmaker(aio.engine, info={"tenant": "a"})
+    FILTERS[request.param]().install(made)
+    return made
+
+
+@pytest.mark.parametrize(("path", "expected"), [(p, e) for p, _, e in MATRIX], ids=[p for p, _, _ in MATRIX])
+def test_path_is_filtered_in_an_async_session(
+    async_factory: async_sessionmaker[AsyncSession], aio: AsyncRun, path: str, expected: Any
+) -> None:
+    """Every path of the matrix, run in the Session that an AsyncSession of the maker wraps, on the async driver."""
+    run = next(fn for p, fn, _ in MATRIX if p == path)
+
+    async def body() -> Any:
+        async with async_factory() as session:
+            return await session.run_sync(run)
+
+    assert expected == aio.run(body())
+
+
+async def streamed(session: AsyncSession) -> list[int]:
+    return [post_id async for post_id in await session.stream_scalars(select(Post.id).order_by(Post.id))]
+
+
+async def streamed_rows(session: AsyncSession) -> list[tuple[int, int]]:
+    result = await session.stream(select(AA.id, PA.id).join(AA.posts.of_type(PA)).order_by(PA.id))
+    return [(author_id, post_id) async for author_id, post_id in result]
+
+
+async def refreshed_posts(session: AsyncSession) -> list[int]:
+    author = present(await session.get(Author, 1))
+    await session.refresh(author, ["posts"])
+    return [p.id for p in author.posts]
+
+
+async def written_async(session: AsyncSession, statement: Executable, check: Executable) -> list[Any]:
+    await session.execute(statement)
+    found = (await session.scalars(check.execution_options(**SHOW_ALL))).all()
+    await session.rollback()
+    return list(found)
+
+
+async def write_only_posts(session: AsyncSession) -> list[int]:
+    author = present(await session.get(Author, 1))
+    return [p.id for p in await session.scalars(author.posts_write_only.select())]
+
+
+# (path, what an AsyncSession gets back through it, awaited, and what it must be when filtered)
+ASYNC_MATRIX: list[tuple[str, Callable[[AsyncSession], Coroutine[Any, Any, Any]], Any]] = [
+    ("scalars", lambda s: s.scalars(select(Post.id).order_by(Post.id)), [10, 12, 13]),
+    ("execute-entity", lambda s: s.execute(select(Post).order_by(Post.id)), [10, 12, 13]),
+    ("scalar-count", lambda s: s.scalar(select(func.count()).select_from(Post)), 3),
+    ("get", lambda s: s.get(Post, 11), None),
+    ("stream-scalars", streamed, [10, 12, 13]),
+    ("stream-join-alias", streamed_rows, [(1, 10), (1, 13)]),
+    (
+        "selectinload",
+        lambda s: s.scalars(select(Author).options(selectinload(Author.posts))),
+        [10, 13],
+    ),
+    (
+        "joinedload",
+        lambda s: s.scalars(select(Author).options(joinedload(Author.posts))),
+        [10, 13],
+    ),
+    ("refresh-relationship", refreshed_posts, [10, 13]),
+    ("write-only", write_only_posts, [10, 13]),
+    (
+        "bulk-update",
+        lambda s: written_async(
+            s, update(Post).values(title="changed"), select(Post.id).where(Post.title == "changed").order_by(Post.id)
+        ),
+        [10, 12, 13],
+    ),
+    (
+        "bulk-delete",
+        lambda s: written_async(s, delete(Post).where(Post.id.in_([11, 13])), select(Post.id).order_by(Post.id)),
+        [10, 11, 12],
+    ),
+]
+
+
+def plain(found: Any) -> Any:
+    """What an awaited call returned, as the matrix states it: ids, rows, a value or None."""
+    if isinstance(found, sqlalchemy.ScalarResult):
+        items = found.unique().all()
+        if items and isinstance(items[0], Author):
+            return [p.id for p in items[0].posts]
+        return [item if isinstance(item, int) else item.id for item in items]
+    if isinstance(found, sqlalchemy.Result):
+        return [row[0].id for row in found]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"), [(p, e) for p, _, e in ASYNC_MATRIX], ids=[p for p, _, _ in ASYNC_MATRIX]
+)
+def test_awaited_path_is_filtered(
+    async_factory: async_sessionmaker[AsyncSession], aio: AsyncRun, path: str, expected: Any
+) -> None:
+    """Each awaited way a row reaches an AsyncSession applies the criteria: no hidden row comes back."""
+    run = next(fn for p, fn, _ in ASYNC_MATRIX if p == path)
+
+    async def body() -> Any:
+        async with async_factory() as session:
+            return plain(await run(session))
+
+    assert expected == aio.run(body())
+
+
+def test_awaited_opt_out_shows_every_row(async_factory: async_sessionmaker[AsyncSession], aio: AsyncRun) -> None:
+    """The execution option turns the criteria off for an awaited statement too."""
+
+    async def body() -> list[int]:
+        async with async_factory() as session:
+            return list(await session.scalars(select(Post.id).order_by(Post.id).execution_options(**SHOW_ALL)))
+
+    assert [10, 11, 12, 13] == aio.run(body())
+
+
+def test_awaited_bulk_update_by_primary_key_is_refused(
+    async_factory: async_sessionmaker[AsyncSession], aio: AsyncRun
+) -> None:
+    """The refusal reaches the caller where it awaits the statement."""
+
+    async def body() -> None:
+        async with async_factory() as session:
+            with pytest.raises(InvalidRequestError, match="bulk UPDATE by primary key"):
+                await session.execute(update(Post), [{"id": 11, "title": "changed"}])
+
+    aio.run(body())
+
+
+def test_async_session_without_a_tenant_reads_nothing(loaded: Engine, aio: AsyncRun) -> None:
+    """params() raising for an AsyncSession stops its statements, as for a Session."""
+    made = async_sessionmaker(aio.engine)
+    FILTERS["tenant"]().install(made)
+
+    async def body() -> None:
+        async with made() as session:
+            with pytest.raises(KeyError):
+                await session.scalars(select(Post.id))
+
+    aio.run(body())
+
+
+def test_concurrent_tasks_never_see_each_others_tenants(loaded: Engine, aio: AsyncRun) -> None:
+    """Two tenants' tasks under asyncio.gather(), one engine and so one statement cache: each sees its own rows."""
+    made = async_sessionmaker(aio.engine)
+    FILTERS["tenant"]().install(made)
+
+    async def tenant_reads(tenant: str) -> set[str]:
+        seen: set[str] = set()
+        async with made(info={"tenant": tenant}) as session:
+            for _ in range(25):
+                posts = await session.scalars(select(Post).options(selectinload(Post.tags)))
+                for post in posts:
+                    seen.add(post.tenant)
+                    seen.update(tag.tenant for tag in post.tags)
+                session.expunge_all()
+        return seen
+
+    async def body() -> list[set[str]]:
+        return list(await asyncio.gather(tenant_reads("a"), tenant_reads("b"), tenant_reads("a"), tenant_reads("b")))
+
+    assert [{"a"}, {"b"}, {"a"}, {"b"}] == aio.run(body())
+
+
+def async_install_target(kind: str, aio: AsyncRun) -> tuple[Any, Callable[[], AsyncSession]]:
+    """What to install on, and how to get an AsyncSession from it."""
+    if kind == "async-sessionmaker":
+        made = async_sessionmaker(aio.engine)
+        return made, made
+    if kind == "async-scoped-session":
+        scoped = async_scoped_session(async_sessionmaker(aio.engine), scopefunc=asyncio.current_task)
+        return scoped, scoped
+    one = AsyncSession(aio.engine)
+    return one, lambda: one
+
+
+@pytest.mark.parametrize("kind", ["async-sessionmaker", "async-scoped-session", "one-async-session"])
+def test_install_reaches_each_kind_of_async_target(loaded: Engine, aio: AsyncRun, kind: str) -> None:
+    """install() takes an async_sessionmaker, an async_scoped_session and an AsyncSession; uninstall() undoes it."""
+    target, make = async_install_target(kind, aio)
+
+    async def count() -> int:
+        session = make()
+        try:
+            return len((await session.scalars(select(Post.id))).all())
+        finally:
+            await session.close()
+            if isinstance(target, async_scoped_session):
+                await target.remove()
+
+    soft_delete = FILTERS["soft-delete"]().install(target)
+    filtered = aio.run(count())
+    soft_delete.uninstall(target)
+    assert (3, 4) == (filtered, aio.run(count()))
+
+
+def test_sqlalchemy_has_no_session_events_on_an_async_sessionmaker(aio: AsyncRun) -> None:
+    """Why install() does more than event.listen() for an async_sessionmaker: SQLAlchemy refuses the listener."""
+    with pytest.raises(InvalidRequestError, match="No such event 'do_orm_execute' for target 'async_sessionmaker"):
+        event.listen(async_sessionmaker(aio.engine), "do_orm_execute", lambda state: None)
+
+
+def test_async_sessionmaker_install_filters_only_its_own_sessions(loaded: Engine, aio: AsyncRun) -> None:
+    """Only the maker's sessions are filtered: not another maker's, not a bare AsyncSession, not a Session."""
+    made, other = async_sessionmaker(aio.engine), async_sessionmaker(aio.engine)
+    soft_delete = FILTERS["soft-delete"]().install(made)
+
+    async def counts() -> list[int]:
+        found = []
+        for session in (made(), other(), AsyncSession(aio.engine)):
+            async with session:
+                found.append(len((await session.scalars(select(Post.id))).all()))
+        return found
+
+    with Session(loaded) as sync_session:
+        sync_count = len(sync_session.scalars(select(Post.id)).all())
+    assert ([3, 4, 4], 4, False) == (
+        aio.run(counts()),
+        sync_count,
+        event.contains(Session, "do_orm_execute", soft_delete._on_execute),
+    )
+
+
+def test_async_sessionmaker_gets_a_session_subclass_and_then_its_class_back(aio: AsyncRun) -> None:
+    """install() gives the maker a subclass of its Session class; uninstall() of the last filter takes it back."""
+    made = async_sessionmaker(aio.engine)
+    given = async_sessionmaker(aio.engine, sync_session_class=FilteredSession)
+    soft_delete, tenant = FILTERS["soft-delete"](), FILTERS["tenant"]()
+    for maker in (made, given):
+        soft_delete.install(maker)
+        tenant.install(maker)
+    installed = [maker.kw["sync_session_class"].__bases__ for maker in (made, given)]
+    for maker in (made, given):
+        soft_delete.uninstall(maker)
+    kept = [maker.kw["sync_session_class"].__bases__ for maker in (made, given)]
+    for maker in (made, given):
+        tenant.uninstall(maker)
+    assert ([(Session,), (FilteredSession,)], installed, {"sync_session_class": FilteredSession}) == (
+        kept,
+        installed,
+        {key: given.kw[key] for key in given.kw if key == "sync_session_class"},
+    )
+    assert "sync_session_class" not in made.kw
+
+
+def test_sessions_made_before_install_are_not_filtered(loaded: Engine, aio: AsyncRun) -> None:
+    """Limit: an AsyncSession the maker made before install() wraps the maker's old class, unfiltered."""
+    made = async_sessionmaker(aio.engine)
+
+    async def body() -> tuple[int, int]:
+        async with made() as before:
+            soft_delete = FILTERS["soft-delete"]().install(made)
+            async with made() as after:
+                counts = (
+                    len((await before.scalars(select(Post.id))).all()),
+                    len((await after.scalars(select(Post.id))).all()),
+                )
+            soft_delete.uninstall(made)
+            return counts
+
+    assert (4, 3) == aio.run(body())
+
+
+def test_reinstalling_reaches_the_sessions_made_while_installed(loaded: Engine, aio: AsyncRun) -> None:
+    """As with a sessionmaker: uninstall() stops the filter in the maker's sessions, install() again restarts it."""
+    made = async_sessionmaker(aio.engine)
+    soft_delete = FILTERS["soft-delete"]()
+
+    async def body() -> list[int]:
+        soft_delete.install(made)
+        async with made() as session:
+            counts = [len((await session.scalars(select(Post.id))).all())]
+            soft_delete.uninstall(made)
+            counts.append(len((await session.scalars(select(Post.id))).all()))
+            soft_delete.install(made)
+            counts.append(len((await session.scalars(select(Post.id))).all()))
+            soft_delete.uninstall(made)
+        return counts
+
+    assert [3, 4, 3] == aio.run(body())
+
+
+def test_install_refuses_an_async_session_class(aio: AsyncRun) -> None:
+    """The AsyncSession class has no events of its own: installing would reach every session, so it says what to do."""
+    with pytest.raises(TypeError, match="AsyncSession class AsyncSession: .* Install it on an async_sessionmaker"):
+        FILTERS["soft-delete"]().install(AsyncSession)
+
+
+def test_uninstall_from_a_maker_it_is_not_installed_on_is_refused(aio: AsyncRun) -> None:
+    """uninstall() on an async_sessionmaker that never got the filter raises, as event.remove() does."""
+    made = async_sessionmaker(aio.engine)
+    soft_delete, tenant = FILTERS["soft-delete"](), FILTERS["tenant"]()
+    tenant.install(made)
+    try:
+        with pytest.raises(InvalidRequestError, match="is not installed on async_sessionmaker"):
+            soft_delete.uninstall(made)
+    finally:
+        tenant.uninstall(made)

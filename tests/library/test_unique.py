@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import threading
 import time
@@ -25,6 +26,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidRequestError, OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_scoped_session,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -38,10 +46,12 @@ from sqlalchemy.orm import (
     validates,
     with_loader_criteria,
 )
+from sqlalchemy.util import await_only
 
 from sqlalchemy_cookbook import UniqueObject
 from sqlalchemy_cookbook import unique as unique_module
 from tests.harness.backends import Backend
+from tests.library.aio import AsyncRun
 from tests.library.statements import statements
 
 if TYPE_CHECKING:  # ForkContext exists only where fork does (not on Windows)
@@ -1178,4 +1188,276 @@ def test_race_with_savepoint_fallback(db: Engine, monkeypatch: pytest.MonkeyPatc
 def test_race_catches_the_naive_recipe(db: Engine) -> None:
     """The same race makes SELECT-then-add fail: the race tests above can tell a broken recipe."""
     (_, errors), _ = run_threads(db.url, "naive")
+    assert (True, True) == (len(errors) > 0, all(e.startswith("IntegrityError") for e in errors)), errors
+
+
+# --- with an AsyncSession ------------------------------------------------------------------------------
+# The async methods run the code tested above through run_sync(): these tests pin what the
+# asyncio side adds (awaiting, the refusals that name the other method, the race between tasks).
+
+
+def test_async_same_key_gives_same_object(db: Engine, aio: AsyncRun) -> None:
+    """Awaited twice for one key in one AsyncSession: one object, and the second call sends nothing."""
+
+    async def body() -> tuple[bool, list[str]]:
+        async with AsyncSession(aio.engine) as session:
+            first = await Keyword.as_unique_async(session, name="python")
+            with statements(aio.engine.sync_engine) as sent:
+                again = await Keyword.as_unique_async(session, name="python")
+            return first is again, sent
+
+    assert (True, []) == aio.run(body())
+
+
+def test_async_new_key_costs_a_select_and_an_insert(db: Engine, aio: AsyncRun) -> None:
+    """A key the database does not have: one SELECT and one INSERT, as in a Session; the row is committed."""
+
+    async def body() -> tuple[list[str], bool]:
+        async with AsyncSession(aio.engine) as session:
+            await session.connection()
+            with statements(aio.engine.sync_engine) as sent:
+                keyword = await Keyword.as_unique_async(session, name="python")
+            persistent = inspect(keyword).persistent
+            await session.commit()
+        return verbs(sent), persistent
+
+    assert ((["SELECT", "INSERT"], True), ["python"]) == (aio.run(body()), names_in_database(db))
+
+
+def test_async_existing_row_is_found(db: Engine, aio: AsyncRun) -> None:
+    """A key whose row exists is read, not inserted again: its object has the row's id."""
+    with Session(db) as session:
+        session.add(Keyword(name="python", note="stored"))
+        session.commit()
+        row_id = session.scalars(select(Keyword.id)).one()
+
+    async def body() -> tuple[list[str], int, str | None]:
+        async with AsyncSession(aio.engine) as session:
+            await session.connection()
+            with statements(aio.engine.sync_engine) as sent:
+                keyword = await Keyword.as_unique_async(session, name="python", note="ignored")
+            return verbs(sent), keyword.id, keyword.note
+
+    assert (["SELECT"], row_id, "stored") == aio.run(body())
+
+
+def test_async_bulk_returns_objects_in_order(db: Engine, aio: AsyncRun) -> None:
+    """as_unique_all_async answers in the order asked, one object per key, with one SELECT and one INSERT."""
+
+    async def body() -> tuple[list[str], bool, list[str]]:
+        async with AsyncSession(aio.engine) as session:
+            await session.connection()
+            with statements(aio.engine.sync_engine) as sent:
+                found = await Keyword.as_unique_all_async(session, [{"name": "b"}, {"name": "a"}, {"name": "b"}])
+            names = [k.name for k in found]
+            await session.commit()
+            return names, found[0] is found[2], verbs(sent)
+
+    assert ((["b", "a", "b"], True, ["SELECT", "INSERT"]), ["a", "b"]) == (aio.run(body()), names_in_database(db))
+
+
+def test_async_commit_empties_the_cache(db: Engine, aio: AsyncRun) -> None:
+    """After an awaited commit the key is looked up again, and the object is persistent (not the expired one)."""
+
+    async def body() -> tuple[list[str], bool]:
+        async with AsyncSession(aio.engine) as session:
+            await Keyword.as_unique_async(session, name="python")
+            await session.commit()
+            with statements(aio.engine.sync_engine) as sent:
+                keyword = await Keyword.as_unique_async(session, name="python")
+            return verbs(sent), inspect(keyword).persistent
+
+    assert (["SELECT"], True) == aio.run(body())
+
+
+def test_async_rollback_makes_created_objects_transient(db: Engine, aio: AsyncRun) -> None:
+    """An awaited rollback takes back the rows as_unique_async() inserted: their objects are transient."""
+
+    async def body() -> bool:
+        async with AsyncSession(aio.engine) as session:
+            keyword = await Keyword.as_unique_async(session, name="python")
+            await session.rollback()
+            return inspect(keyword).transient
+
+    assert (True, []) == (aio.run(body()), names_in_database(db))
+
+
+def test_async_errors_are_those_of_the_sync_method(db: Engine, aio: AsyncRun) -> None:
+    """What as_unique() refuses, as_unique_async() refuses with the same error, raised where it is awaited."""
+
+    async def body() -> None:
+        async with AsyncSession(aio.engine) as session:
+            with pytest.raises(ValueError, match="cannot hold None"):
+                await Keyword.as_unique_async(session, name=None)
+            with pytest.raises(ArgumentError, match="relationship 'category'"):
+                await Keyword.as_unique_async(session, name="python", category=Category(id=1))
+            with pytest.raises(TypeError, match="iterable of mappings"):
+                await Keyword.as_unique_all_async(session, {"name": "python"})  # type: ignore[dict-item]  # the point
+
+    aio.run(body())
+
+
+@pytest.mark.parametrize("method", ["as_unique", "as_unique_all"])
+def test_async_session_given_to_the_sync_method_names_the_async_one(aio: AsyncRun, method: str) -> None:
+    """An AsyncSession passed to as_unique() is refused with the name of the method to await instead."""
+
+    async def body() -> None:
+        async with AsyncSession(aio.engine) as session:
+            with pytest.raises(
+                TypeError,
+                match=rf"not an AsyncSession: await Keyword\.{method}_async\(session, \.\.\.\) instead$",
+            ):
+                if method == "as_unique":
+                    Keyword.as_unique(session, name="python")  # type: ignore[arg-type]  # the wrong type is the point
+                else:
+                    Keyword.as_unique_all(session, [{"name": "python"}])  # type: ignore[arg-type]  # the point
+
+    aio.run(body())
+
+
+def test_async_scoped_session_given_to_the_sync_method_says_what_to_do(aio: AsyncRun) -> None:
+    """An async_scoped_session passed to as_unique(): the error says to await the async method on its session."""
+    scoped = async_scoped_session(async_sessionmaker(aio.engine), scopefunc=asyncio.current_task)
+
+    async def body() -> None:
+        try:
+            with pytest.raises(TypeError, match=r"await Keyword\.as_unique_async\(session\(\), \.\.\.\)"):
+                Keyword.as_unique(scoped, name="python")  # type: ignore[arg-type]  # the wrong type is the point
+        finally:
+            await scoped.remove()
+
+    aio.run(body())
+
+
+def test_session_given_to_the_async_method_names_the_sync_one(db: Engine, aio: AsyncRun) -> None:
+    """A Session awaited with as_unique_async() is refused with the method to call instead; so is None."""
+
+    async def body() -> None:
+        with Session(db) as session:
+            with pytest.raises(
+                TypeError, match=r"needs a sqlalchemy.ext.asyncio.AsyncSession .*call Keyword\.as_unique\(session"
+            ):
+                await Keyword.as_unique_async(session, name="python")  # type: ignore[arg-type]  # the point
+            with pytest.raises(TypeError, match=r"call Keyword\.as_unique_all\(session"):
+                await Keyword.as_unique_all_async(session, [{"name": "python"}])  # type: ignore[arg-type]  # the point
+        with pytest.raises(TypeError, match="AsyncSession as its first argument, not None$"):
+            await Keyword.as_unique_async(None, name="python")  # type: ignore[arg-type]  # the point
+
+    aio.run(body())
+
+
+def test_async_scoped_session_given_to_the_async_method_says_what_to_do(aio: AsyncRun) -> None:
+    """An async_scoped_session is not an AsyncSession: the error says how to get one."""
+    scoped = async_scoped_session(async_sessionmaker(aio.engine), scopefunc=asyncio.current_task)
+
+    async def body() -> None:
+        try:
+            with pytest.raises(TypeError, match=r"call the async_scoped_session for its AsyncSession: session\(\)"):
+                await Keyword.as_unique_async(scoped, name="python")  # type: ignore[arg-type]  # the point
+        finally:
+            await scoped.remove()
+
+    aio.run(body())
+
+
+def test_async_savepoint_fallback_creates_and_finds(db: Engine, aio: AsyncRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a conflict clause, the SAVEPOINT fallback runs under an AsyncSession too (aiosqlite with the fix)."""
+    savepoint_only(monkeypatch)
+
+    async def body() -> tuple[list[str], bool]:
+        engine = create_async_engine(aio.url)
+        sqlite_savepoints(engine.sync_engine)
+        try:
+            async with AsyncSession(engine) as session:
+                session.add(Keyword(name="existing"))
+                await session.commit()
+                found = await Keyword.as_unique_all_async(session, [{"name": "existing"}, {"name": "new"}])
+                names, persistent = [k.name for k in found], inspect(found[1]).persistent
+                await session.commit()
+                return names, persistent
+        finally:
+            await engine.dispose()
+
+    assert ((["existing", "new"], True), ["existing", "new"]) == (aio.run(body()), names_in_database(db))
+
+
+# The race between tasks of one event loop: each task has a session of its own (sharing one
+# AsyncSession between tasks is an error of SQLAlchemy's, whatever the recipe does).
+
+
+def yield_before_inserts(engine: Engine) -> None:
+    """Let the other tasks run before every INSERT, so that their SELECTs miss the row too.
+
+    The listener runs in the greenlet that run_sync() started, where await_only() hands an
+    awaitable to the event loop (time.sleep() would stop every task).
+    """
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _wait(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT"):
+            await_only(asyncio.sleep(0.005))
+
+
+async def race_tasks_calls(engine: AsyncEngine, barrier: asyncio.Barrier, how: str) -> Outcome:
+    """One task: CALLS transactions, each asking for a key (or all keys) once the other tasks line up."""
+    seen: list[tuple[str, int]] = []
+    errors: list[str] = []
+    for call in range(CALLS):
+        key = f"key{call % KEYS}"
+        try:
+            async with asyncio.timeout(30):
+                await barrier.wait()
+            async with AsyncSession(engine) as session:
+                if how == "as_unique_all":
+                    rows = [{"name": f"key{(call + i) % KEYS}"} for i in range(KEYS)]
+                    seen.extend((k.name, k.id) for k in await Keyword.as_unique_all_async(session, rows))
+                elif how == "naive":
+                    seen.append((key, (await session.run_sync(naive, key)).id))
+                else:
+                    seen.append((key, (await Keyword.as_unique_async(session, name=key)).id))
+                await session.commit()
+        except Exception as exc:  # noqa: BLE001  # every error is a failure of the recipe: count it
+            errors.append(f"{type(exc).__name__}: {exc}")
+    return seen, errors
+
+
+async def run_tasks(url: URL, how: str, setup: Callable[[Engine], None] | None = None) -> tuple[Outcome, int]:
+    """The race between WORKERS tasks under asyncio.gather(), each with its own AsyncSession; also the INSERTs sent."""
+    engine = create_async_engine(url, pool_size=WORKERS)
+    if setup is not None:
+        setup(engine.sync_engine)
+    yield_before_inserts(engine.sync_engine)
+    try:
+        connections = [await engine.connect() for _ in range(WORKERS)]
+        for connection in connections:
+            await connection.close()
+        barrier = asyncio.Barrier(WORKERS)
+        with statements(engine.sync_engine) as sent:
+            outcomes = await asyncio.gather(*(race_tasks_calls(engine, barrier, how) for _ in range(WORKERS)))
+    finally:
+        await engine.dispose()
+    seen = [s for seen, _ in outcomes for s in seen]
+    errors = [e for _, errors in outcomes for e in errors]
+    return (seen, errors), verbs(sent).count("INSERT")
+
+
+@pytest.mark.parametrize("how", ["as_unique", "as_unique_all"])
+def test_async_race_between_tasks(db: Engine, aio: AsyncRun, how: str) -> None:
+    """WORKERS tasks under asyncio.gather() x CALLS transactions over KEYS shared keys: KEYS rows, no error,
+    and races did happen."""
+    (seen, errors), inserts = aio.run(run_tasks(aio.url, how))
+    raced = inserts > (KEYS if how == "as_unique" else 1)
+    assert ((KEYS, 1, answers(how), []), True) == (race_outcome(db, seen, errors), raced), inserts
+
+
+def test_async_race_with_savepoint_fallback(db: Engine, aio: AsyncRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SAVEPOINT fallback holds under the same race between tasks."""
+    savepoint_only(monkeypatch)
+    (seen, errors), _ = aio.run(run_tasks(aio.url, "as_unique", sqlite_savepoints))
+    assert (KEYS, 1, answers("as_unique"), []) == race_outcome(db, seen, errors)
+
+
+def test_async_race_catches_the_naive_recipe(db: Engine, aio: AsyncRun) -> None:
+    """The same race makes SELECT-then-add fail between tasks too: the race test above can tell a broken recipe."""
+    (_, errors), _ = aio.run(run_tasks(aio.url, "naive"))
     assert (True, True) == (len(errors) > 0, all(e.startswith("IntegrityError") for e in errors)), errors
