@@ -24,10 +24,12 @@ import ast
 import asyncio
 import contextlib
 import doctest
+import gc
 import inspect
 import io
 import os
 import shutil
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Coroutine, Iterable, Iterator
@@ -48,6 +50,7 @@ from sqlalchemy.orm import close_all_sessions
 from sqlalchemy.sql import lambdas
 from sybil import Document, Example, Region, Sybil
 from sybil.document import PythonDocStringDocument
+from sybil.integration import pytest as sybil_pytest
 from sybil.integration.pytest import pytest_integration
 from sybil.parsers import rest
 
@@ -131,9 +134,24 @@ class PageRun:
                     self.run(async_engine.dispose())
                 self.run(self.loop.shutdown_asyncgens())
                 self.loop.close()
+                self._collect_leftovers()
             self.stack.close()
         finally:
             shutil.rmtree(self.cwd, ignore_errors=True)
+
+    def _collect_leftovers(self) -> None:
+        """Collect what an asynchronous page left in reference cycles before the next page runs.
+
+        Each MissingGreenlet leaves a coroutine that was never awaited (SQLAlchemy's, not the
+        page's); collected later, during another page's example, Python's warning about it would
+        fail that example.  A reader's script prints such warnings at exit, or not at all.
+        """
+        hook = sys.unraisablehook
+        sys.unraisablehook = lambda unraisable: None
+        try:
+            gc.collect()
+        finally:
+            sys.unraisablehook = hook
 
 
 _active: PageRun | None = None
@@ -163,7 +181,28 @@ def create_async_engine(url: Any, **kwargs: Any) -> Any:
     return engine
 
 
+def _readable_failures() -> None:
+    """Sybil's pytest item trims a failure's traceback to the example's frames, and raises
+    IndexError (an INTERNALERROR that hides the failure and stops an xdist worker) when the
+    exception did not come from the example: a warning pytest raises after it, say an unclosed
+    connection the garbage collector found.  Such a failure is reported with its whole traceback."""
+    item = sybil_pytest.SybilItem
+    trim = item._traceback_filter
+    if getattr(trim, "cookbook", False):
+        return
+
+    def traceback_filter(self: Any, excinfo: Any) -> Any:
+        try:
+            return trim(self, excinfo)
+        except IndexError:
+            return excinfo.traceback
+
+    traceback_filter.cookbook = True  # type: ignore[attr-defined]
+    item._traceback_filter = traceback_filter  # type: ignore[method-assign]
+
+
 def install_create_engine() -> None:
+    _readable_failures()
     sqlalchemy.create_engine = create_engine
     sqlalchemy.engine.create_engine = create_engine
     # engine_from_config() (Flask-SQLAlchemy makes its engine with it) calls the module's own name.
