@@ -265,8 +265,11 @@ from sqlalchemy import text
 >>> session = Session(create_engine("sqlite://"))
 >>> session.scalar(text("select 'session'"))
 'session'
->>> asyncio.get_event_loop_policy().get_event_loop().is_running()
-False
+>>> try:
+...     asyncio.get_running_loop()
+... except RuntimeError:
+...     print("no loop runs this tab")
+no loop runs this tab
 ```
 :::
 
