@@ -21,15 +21,23 @@ extensions = [
     "sphinx_design",
     "sphinx_copybutton",
     "notfound.extension",
+    # Open Graph tags, sitemap.xml and llms-full.txt (settings below).
+    "sphinxext.opengraph",
+    "sphinx_sitemap",
+    "sphinx_llms_txt",
     # The site's own extensions (docs/_ext/cookbook_site, installed by requirements.txt).
     "cookbook_site.verified",
     "cookbook_site.downloads",
     "cookbook_site.plain_tokens",
     "cookbook_site.trim_css",
     "cookbook_site.run",
+    # {error-index}: the Errors page, every exception the recipe pages show, made from their examples.
+    "cookbook_site.errors",
     # Keyboard and screen-reader fixes to the HTML Sphinx writes: toctree captions get their
     # aria-level, code blocks that scroll can take the focus (see the module).
     "cookbook_site.a11y",
+    # Each page's short answer as its meta description and og:description, and llms.txt.
+    "cookbook_site.meta",
 ]
 
 # Warnings are errors (`-W -n`); nothing is ignored.
@@ -74,6 +82,28 @@ cookbook_library = "src/sqlalchemy_cookbook"
 # cookbook_site.trim_css: stylesheets whose classes are all written into the HTML, trimmed to
 # the rules some page can use.
 trimmed_stylesheets = ["sphinx-design.min.css", "pygments.css"]
+
+# The site's address, for the canonical link, og:url, sitemap.xml and llms.txt: Read the Docs
+# gives each build its canonical URL (with its language and version, ending in "/"); a local
+# build uses the address `make serve` serves it on.
+html_baseurl = os.environ.get("READTHEDOCS_CANONICAL_URL") or "http://127.0.0.1:8000/"
+
+# sphinxext-opengraph: page URLs from the same address, and no generated card images (they need
+# matplotlib). cookbook_site.meta gives each page its description (og:description too), cut to
+# whole sentences within this many characters.
+ogp_site_url = html_baseurl
+ogp_social_cards = {"enable": False}
+ogp_description_length = 200
+
+# sphinx-sitemap: every page at html_baseurl + its path (the base already holds the language and
+# version), but not the search, index and 404 pages.
+sitemap_url_scheme = "{link}"
+sitemap_excludes = ["search.html", "genindex.html", "py-modindex.html", "404.html"]
+
+# sphinx-llms-txt: llms-full.txt only, every page's Markdown source in toctree order (the
+# changelog page is an include the extension cannot follow); cookbook_site.meta writes llms.txt.
+llms_txt_file = False
+llms_txt_exclude = ["about/changelog"]
 
 # A copied example is runnable code: doctest prompts and output are left behind.
 copybutton_prompt_text = r">>> |\.\.\. "

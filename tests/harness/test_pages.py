@@ -144,6 +144,7 @@ def test_title_is_short(path: Path) -> None:
     included = re.search(r"```\{include\} (\S+)", text)
     if included is not None:  # the changelog page: its title is the included file's
         text = (path.parent / included.group(1)).read_text()
+    text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)  # front matter's comments are not titles
     found = TITLE.search(text)
     assert found is not None, f"{page_id(path)} has no title"
     title = re.sub(r"`([^`]*)`", r"\1", found.group("title"))
