@@ -50,6 +50,17 @@ def recipe_sources() -> list[Path]:
     return page_model.recipe_pages(DOCS)
 
 
+def runnable_recipe(runs: int = 3) -> Path:
+    """The first recipe page with at least ``runs`` blocks that Run can run in the browser (some
+    pages need a server, threads or a web framework, which Python in the browser has not)."""
+    from cookbook_site.run import runner_blocks
+
+    for source in recipe_sources():
+        if len(runner_blocks(page_model.read(source).examples)[1]) >= runs:
+            return source
+    raise LookupError(f"no recipe page has {runs} blocks Run can run")
+
+
 def html_name(source: Path) -> str:
     """``transactions/delete-reinsert.md`` -> ``transactions/delete-reinsert.html``."""
     return source.relative_to(DOCS).with_suffix(".html").as_posix()

@@ -17,7 +17,7 @@ import pytest
 from axe_playwright_python.base import AXE_SCRIPT  # type: ignore[import-untyped]
 
 from cookbook_site import page as page_model
-from tests.browser.site import DOCS, Server, Watch, html_name, recipe_sources
+from tests.browser.site import DOCS, Server, Watch, html_name, recipe_sources, runnable_recipe
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -299,7 +299,7 @@ def tab_to(page: Page, selector: str, limit: int = 400) -> int:
 
 def _tabbed_recipe() -> Path:
     tabbed = [p for p in RECIPES if re.search(r"(?m)^:sync-group:[ \t]*backend", p.read_text())]
-    return tabbed[0] if tabbed else RECIPES[0]
+    return tabbed[0] if tabbed else runnable_recipe()
 
 
 @pytest.mark.parametrize("theme", THEMES)
@@ -340,8 +340,8 @@ def test_tab_reaches_every_control_with_a_visible_focus(theme: str, browser: Bro
 
 def _chosen(page: Page) -> list[str]:
     chosen: list[str] = page.locator(".sd-tab-set").evaluate_all(
-        """sets => sets.filter(s => s.querySelector('label[data-sync-group="backend"]'))
-                       .map(s => s.querySelector('input:checked + label').dataset.syncId)"""
+        """sets => sets.filter(s => s.querySelector(':scope > label[data-sync-group="backend"]'))
+                       .map(s => s.querySelector(':scope > input:checked + label').dataset.syncId)"""
     )
     return chosen
 
@@ -379,7 +379,7 @@ def test_run_and_edit_from_the_keyboard_alone(browser: Browser, server: Server) 
     context = themed_context(browser, "dark")
     try:
         tab = Watch(context.new_page(), server)
-        tab.goto(html_name(RECIPES[0]))
+        tab.goto(html_name(runnable_recipe()))
         page = tab.page
         tab_to(page, ".cookbook-run-button:not(:disabled)")
         index = page.evaluate(
@@ -420,13 +420,13 @@ def test_run_and_edit_from_the_keyboard_alone(browser: Browser, server: Server) 
         expect(live).to_have_text(re.compile(r"^Ran your edited code · [\d.]+ s$"), timeout=60_000)
         assert "typed 42" in (output.text_content() or "")
 
-        problems = axe_now(page, f"{html_name(RECIPES[0])} after Run and Edit (dark)")
+        problems = axe_now(page, f"{html_name(runnable_recipe())} after Run and Edit (dark)")
         # furo's theme button, as the reader presses it; the colours' transitions run to their end.
         page.evaluate(
             "() => { document.body.dataset.theme = 'light'; getComputedStyle(document.body).color;"
             " document.getAnimations().forEach(a => a.finish()); }"
         )
-        problems += axe_now(page, f"{html_name(RECIPES[0])} after Run and Edit (light)")
+        problems += axe_now(page, f"{html_name(runnable_recipe())} after Run and Edit (light)")
         assert [] == problems, "\n".join(problems)
 
         tab_to(page, ".cookbook-edit-button", limit=5)  # from the editor: Run, then Edit

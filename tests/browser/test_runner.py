@@ -22,7 +22,7 @@ import pytest
 from cookbook_site import page as page_model
 from cookbook_site.page import Example
 from cookbook_site.run import STATIC, runner_blocks, unavailable
-from tests.browser.site import DOCS, Server, Watch, html_name, recipe_sources
+from tests.browser.site import DOCS, Server, Watch, html_name, recipe_sources, runnable_recipe
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -184,7 +184,7 @@ def _first_tabbed_recipe() -> Path | None:
 def test_nothing_of_python_loads_before_the_first_run(watch: Open) -> None:
     """The page loads its small script only; Pyodide, the wheels and the worker wait for Run."""
     tab = watch()
-    tab.goto(html_name(RECIPES[0]))
+    tab.goto(html_name(runnable_recipe()))
     loaded = [r.url for r in tab.responses]
     on_demand = ("/_pyodide/", "/_runner/", "session.mjs", "worker.mjs", "cookbook_runner.py")
     assert [] == [u for u in loaded if any(part in u for part in on_demand)]
@@ -211,7 +211,7 @@ def test_edit_a_block_and_run_it_again(watch: Open) -> None:
     """The reader's own code runs in the page's state; its output and traceback show; Undo edits
     puts the page's code back and Run gives the page's output again."""
     tab = watch()
-    tab.goto(html_name(RECIPES[0]))
+    tab.goto(html_name(runnable_recipe()))
     page = tab.page
     bars = _bars(page)
     runnable = [i for i, bar in enumerate(bars) if bar["runnable"]]
@@ -250,7 +250,7 @@ def test_edit_a_block_and_run_it_again(watch: Open) -> None:
 
 def test_stop_a_run_that_does_not_end(watch: Open) -> None:
     tab = watch()
-    tab.goto(html_name(RECIPES[0]))
+    tab.goto(html_name(runnable_recipe()))
     page = tab.page
     first = next(i for i, bar in enumerate(_bars(page)) if bar["runnable"])
     bar = page.locator(".cookbook-runbar").nth(first)
@@ -289,13 +289,16 @@ def test_server_tabs_say_run_uses_sqlite() -> None:
 def test_without_webassembly_run_says_why(context: BrowserContext, server: Server) -> None:
     context.add_init_script("delete globalThis.WebAssembly;")
     page = context.new_page()
-    page.goto(server.url + html_name(RECIPES[0]))
+    page.goto(server.url + html_name(runnable_recipe()))
     bars = _bars(page)
     assert bars and all(bar["disabled"] for bar in bars)
     notes = {
         bar["note"]
         for bar in bars
-        if "SQLite" not in bar["note"] and "skip" not in bar["note"] and "SQLAlchemy 2.0 only" not in bar["note"]
+        if "SQLite" not in bar["note"]
+        and "skip" not in bar["note"]
+        and "SQLAlchemy 2.0 only" not in bar["note"]
+        and not bar["note"].startswith(("AsyncSession tab:", "Cannot run in your browser:"))
     }
     assert {"Run needs WebAssembly, which this browser does not offer (or has turned off)"} == notes
 
@@ -304,9 +307,10 @@ def test_without_javascript_the_page_is_unchanged(browser: Browser, server: Serv
     context = browser.new_context(java_script_enabled=False)
     try:
         page = context.new_page()
-        page.goto(server.url + html_name(RECIPES[0]))
+        source = runnable_recipe()
+        page.goto(server.url + html_name(source))
         assert 0 == page.locator(".cookbook-runbar, .cookbook-output").count()
-        examples = page_model.read(RECIPES[0]).examples
+        examples = page_model.read(source).examples
         assert len({e.block for e in examples if e.visible}) == page.locator("div.highlight-python").count()
     finally:
         context.close()
@@ -321,7 +325,7 @@ def test_wasm_served_with_the_wrong_type_is_reported(context: BrowserContext, se
 
     context.route("**/pyodide.asm.wasm", wrong_type)
     page = context.new_page()
-    page.goto(server.url + html_name(RECIPES[0]))
+    page.goto(server.url + html_name(runnable_recipe()))
     first = next(i for i, bar in enumerate(_bars(page)) if bar["runnable"])
     bar = page.locator(".cookbook-runbar").nth(first)
     bar.locator(".cookbook-run-button").click()

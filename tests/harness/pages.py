@@ -56,6 +56,7 @@ from sybil.parsers import rest
 
 from cookbook_site import page as page_model
 from tests.harness.backends import Backend
+from tests.harness.loops import no_running_loop
 from tests.harness.plugin import BackendPlugin, register
 
 DOCTEST_FLAGS = page_model.DOCTEST_FLAGS
@@ -83,6 +84,7 @@ class PageRun:
     async_engines: list[Any] = field(default_factory=list)
     loop: asyncio.AbstractEventLoop | None = None
     begun: bool = False
+    collecting: bool = False
 
     def begin(self) -> None:
         """Before the run's first example (Sybil sets up every run of a page before any runs)."""
@@ -99,24 +101,24 @@ class PageRun:
             self.url = self.stack.enter_context(self.backend.database())
 
     def event_loop(self) -> asyncio.AbstractEventLoop:
-        """The page's one event loop, made when its first asynchronous example runs."""
+        """The page's one event loop, made when its first asynchronous example runs.
+
+        While it exists, Python's automatic garbage collection waits: each MissingGreenlet leaves
+        SQLAlchemy's never-awaited coroutine in a reference cycle, and Python's warning about it,
+        whenever a collection finds it, would fail whichever example happened to be running.
+        The page's leftovers are collected when it ends (:meth:`_collect_leftovers`).
+        """
         if self.loop is None:
             self.loop = asyncio.new_event_loop()
+            self.collecting = gc.isenabled()
+            gc.disable()
         return self.loop
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        """Run ``coroutine`` on the page's loop until it is done.
-
-        Playwright's sync API, used by the browser tests in the same process, leaves its own loop
-        marked as running in this thread between calls; it is set aside while the page's runs.
-        """
+        """Run ``coroutine`` on the page's loop until it is done (with no other loop running)."""
         loop = self.event_loop()
-        outer = asyncio._get_running_loop()
-        asyncio._set_running_loop(None)
-        try:
+        with no_running_loop():
             return loop.run_until_complete(coroutine)
-        finally:
-            asyncio._set_running_loop(outer)
 
     def finish(self) -> None:
         # Closing every session returns its connection to its pool; a full gc.collect() here
@@ -152,6 +154,8 @@ class PageRun:
             gc.collect()
         finally:
             sys.unraisablehook = hook
+            if self.collecting:
+                gc.enable()
 
 
 _active: PageRun | None = None
@@ -298,7 +302,8 @@ class Active:
         _active = run
         os.chdir(run.cwd)
         try:
-            return self.inner(example)
+            with no_running_loop():
+                return self.inner(example)
         finally:
             os.chdir(before)
             _active = None

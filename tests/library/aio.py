@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from tests.harness.loops import no_running_loop
+
 T = TypeVar("T")
 
 
@@ -25,10 +27,12 @@ class AsyncRun:
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` to its end on the module's loop, as ``asyncio.run()`` would."""
-        return self._runner.run(coroutine)
+        with no_running_loop():
+            return self._runner.run(coroutine)
 
     def close(self) -> None:
         try:
             self.run(self.engine.dispose())
         finally:
-            self._runner.close()
+            with no_running_loop():
+                self._runner.close()

@@ -3,9 +3,9 @@
 The page's worker (``worker.mjs``) imports this module and calls :func:`start` for a fresh page,
 then :func:`run_block` for each block, in page order.  What the tests do, this does too:
 
-- one namespace per page; every example runs in the page's own empty directory;
-- a ``>>>`` example is compiled in ``"single"`` mode with ``__name__`` set to ``"__test__"`` (as
-  Sybil's doctest evaluator does) and its output compared with what the page shows by Sybil's
+- one namespace per page, whose ``__name__`` is ``"__main__"``; every example runs in the page's
+  own empty directory;
+- a ``>>>`` example is compiled in ``"single"`` mode and its output compared with what the page shows by Sybil's
   own ``OutputChecker`` with the example's option flags (the page model gives them); an
   expected exception is compared by its last line(s), as doctest does;
 - any other block is executed as a whole and what it prints is shown, not checked;
@@ -71,7 +71,8 @@ class Page:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.namespace: dict[str, Any] = {}
+        # As in a reader's script, and in the tests' runs: the page's classes belong to `__main__`.
+        self.namespace: dict[str, Any] = {"__name__": "__main__"}
         self.cwd = tempfile.mkdtemp(prefix="cookbook-page-")
         self.engines: list[Any] = []
         #: The event loop statements run in when the page is pasted as into ``python -m asyncio``.
