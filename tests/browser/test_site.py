@@ -59,12 +59,6 @@ def page_id(path: Path) -> str:
     return path.relative_to(DOCS).as_posix()
 
 
-def recipe(name: str) -> Path | None:
-    """A recipe page's source by its path under docs/ (without .md), if it exists yet."""
-    path = DOCS / f"{name}.md"
-    return path if path.exists() else None
-
-
 def site_pages() -> list[str]:
     """Every HTML page a build of docs/ writes (the 404 page and the index and search pages too)."""
     pages = ["index.html", "search.html", "genindex.html", "404.html"]
@@ -258,7 +252,8 @@ def _copy_all(page: Page) -> list[str]:
 
 
 def _tab_backends(page: Page) -> list[str]:
-    found: list[str] = page.locator('label.sd-tab-label[data-sync-group="backend"]').evaluate_all(
+    """The backends of the tab-sets a reader sees now (not those inside a tab not chosen)."""
+    found: list[str] = page.locator('label.sd-tab-label[data-sync-group="backend"]:visible').evaluate_all(
         "labels => [...new Set(labels.map(l => l.dataset.syncId))]"
     )
     return [b for b in BACKENDS if b in found]
@@ -270,10 +265,10 @@ def _choose(page: Page, backend: str, group: str = "backend") -> None:
 
 
 def _chosen(page: Page, group: str = "backend") -> list[str]:
-    """The tab each tab-set of ``group`` on the page shows (the backend, by default)."""
+    """The tab each tab-set of ``group`` the reader sees shows (the backend, by default)."""
     chosen: list[str] = page.locator(".sd-tab-set").evaluate_all(
         f"""sets => sets
-          .filter(s => s.querySelector(':scope > label[data-sync-group="{group}"]'))
+          .filter(s => s.querySelector(':scope > label[data-sync-group="{group}"]') && s.offsetParent !== null)
           .map(s => s.querySelector(':scope > input:checked + label').dataset.syncId)"""
     )
     return chosen
@@ -400,210 +395,6 @@ def test_session_and_asyncsession_tabs_are_kept_apart_from_the_backend_tabs(watc
     if _tab_backends(page):
         assert {"postgresql"} == set(_chosen(page)), "choosing AsyncSession lost the reader's database"
     assert_clean(tab)
-
-
-def _search(tab: Watch, query: str) -> list[str]:
-    """The pages Sphinx's search page lists for a query, best first (paths relative to the site)."""
-    from urllib.parse import quote, urlsplit
-
-    tab.page.goto(f"{tab.server.url}search.html?q={quote(query)}", wait_until="load")
-    tab.page.wait_for_function(
-        "() => { const s = document.querySelector('#search-results .search-summary');"
-        " return s && /finished|did not match/.test(s.textContent); }"
-    )
-    hrefs: list[str] = tab.page.locator("#search-results ul.search > li > a").evaluate_all(
-        "links => links.map(a => a.href)"
-    )
-    return [urlsplit(h).path.lstrip("/") for h in hrefs]
-
-
-def built_title(built: Path, name: str) -> str:
-    """A built page's title as a reader reads it."""
-    import html
-
-    heading = re.search(r"<h1>(.*?)</h1>", (built / name).read_text(), re.S)
-    assert heading, f"{name} has no title"
-    text = re.sub(r'<a class="headerlink".*?</a>', "", heading.group(1))
-    return html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
-
-
-@pytest.mark.parametrize("source", RECIPES, ids=page_id)
-def test_search_for_the_question_finds_its_page_first(source: Path, watch: Open, built: Path) -> None:
-    question = built_title(built, html_name(source))
-    found = _search(watch(), question)
-    assert found[:1] == [html_name(source)], f"searching {question!r} listed {found[:3]}"
-
-
-# Each entry of the seeds, as its heading is worded there (straight quotes, as a reader types).
-SEED_QUESTIONS = [
-    ("Deleting and re-inserting a record in SQLAlchemy in the same transaction", "transactions/delete-reinsert"),
-    (
-        "I'm re-loading data with my Session but it isn't seeing changes that I committed elsewhere",
-        "transactions/stale-reads",
-    ),
-    (
-        "This Session's transaction has been rolled back due to a previous exception during flush.",
-        "transactions/pending-rollback",
-    ),
-    ("But why does flush() insist on issuing a ROLLBACK?", "transactions/why-flush-rolls-back"),
-    (
-        "But why isn't the one automatic call to ROLLBACK enough? Why must I ROLLBACK again?",
-        "transactions/why-rollback-again",
-    ),
-    ("How do I make a Query that always adds a certain filter to every query?", "querying/always-filtered-query"),
-    (
-        "I've created a mapping against an Outer Join, and while the query returns rows, no objects are returned. Why not?",
-        "querying/outer-join-mapping",
-    ),
-    (
-        "I'm using joinedload() or lazy=False to create a JOIN/OUTER JOIN and SQLAlchemy is not constructing the correct query when I try to add a WHERE, ORDER BY, LIMIT, etc.",
-        "querying/joinedload-filtering",
-    ),
-    ("Query has no __len__(), why not?", "querying/query-has-no-len"),
-    ("How Do I use Textual SQL with ORM Queries?", "querying/textual-sql"),
-    (
-        "I'm calling Session.delete(myobject) and it isn't removed from the parent collection!",
-        "relationships/delete-from-collection",
-    ),
-    ("why isn't my __init__() called when I load objects?", "relationships/init-not-called"),
-    ("how do I use ON DELETE CASCADE with SA's ORM?", "relationships/on-delete-cascade"),
-    (
-        'I set the "foo_id" attribute on my instance to "7", but the "foo" attribute is still None - shouldn\'t it have loaded Foo with id #7?',
-        "relationships/set-foreign-key-load-relationship",
-    ),
-    (
-        "Is there a way to automagically have only unique keywords (or other kinds of objects) without doing a query for the keyword and getting a reference to the row containing that keyword?",
-        "relationships/unique-object",
-    ),
-]
-
-
-@pytest.mark.parametrize(("question", "target"), SEED_QUESTIONS, ids=[t for _, t in SEED_QUESTIONS])
-def test_search_for_the_seed_wording_finds_its_page_first(question: str, target: str, watch: Open) -> None:
-    """A reader who pastes the FAQ's (or the blog's) own question lands on its page."""
-    assert recipe(target) is not None, f"docs/{target}.md is missing"
-    found = _search(watch(), question)
-    assert found[:1] == [f"{target}.html"], f"searching {question!r} listed {found[:3]}"
-
-
-READERS_WORDS = [
-    ("UNIQUE constraint failed delete insert same transaction", "transactions/delete-reinsert"),
-    ("duplicate key value violates unique constraint", "transactions/delete-reinsert"),
-    ("PendingRollbackError", "transactions/pending-rollback"),
-    (
-        "current transaction is aborted, commands ignored until end of transaction block",
-        "transactions/why-flush-rolls-back",
-    ),
-    ("database is locked", "transactions/sqlite-transactions"),
-    ("session does not see changes from another process", "transactions/stale-reads"),
-    ("soft delete", "querying/always-filtered-query"),
-    ("multi-tenant filter by tenant", "querying/filter-per-tenant"),
-    ("count returns wrong number", "querying/count-disagrees"),
-    ("count is too high", "querying/count-disagrees"),
-    ("raw SQL to ORM objects", "querying/textual-sql"),
-    ("object still in collection after delete", "relationships/delete-from-collection"),
-    ("children not deleted with parent", "relationships/foreign-keys-not-enforced"),
-    ("on delete cascade passive_deletes", "relationships/on-delete-cascade"),
-    ("constructor not called when loading from database", "relationships/init-not-called"),
-    ("relationship not updated after changing foreign key", "relationships/set-foreign-key-load-relationship"),
-    # The FAQ entry of that name, which has a page of its own.
-    ("Attribute loading for non-persistent objects", "relationships/non-persistent-loading"),
-    ("relationship is None before flush", "relationships/non-persistent-loading"),
-    # Pasted whole, as a traceback's last line reads: addresses, links and the reader's own names included.
-    (
-        "sqlalchemy.exc.MissingGreenlet: greenlet_spawn has not been called; can't call await_only() here. "
-        "Was IO attempted in an unexpected place? (Background on this error at: https://sqlalche.me/e/20/xd2s)",
-        "relationships/missing-greenlet",
-    ),
-    (
-        "sqlalchemy.exc.PendingRollbackError: This Session's transaction has been rolled back due to a previous "
-        "exception during flush. To begin a new transaction with this Session, first issue Session.rollback(). "
-        "Original exception was: (psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "
-        '"customer_orders_pkey_7f3a"',
-        "transactions/pending-rollback",
-    ),
-    # The lifecycle pages: the error's first line as pasted, and the symptom.
-    (
-        "sqlalchemy.exc.TimeoutError: QueuePool limit of size 5 overflow 10 reached, connection timed out, "
-        "timeout 30.00 (Background on this error at: https://sqlalche.me/e/20/3o7r)",
-        "applications/pool-exhausted",
-    ),
-    ("Can't reconnect until invalid transaction is rolled back", "applications/pool-exhausted"),
-    ("connection pool exhausted pool_pre_ping", "applications/pool-exhausted"),
-    (
-        "sqlalchemy.orm.exc.DetachedInstanceError: Instance <User at 0x7f3a2c1e5d90> is not bound to a Session; "
-        "attribute refresh operation cannot proceed (Background on this error at: https://sqlalche.me/e/20/bhk3)",
-        "relationships/detached-instance",
-    ),
-    (
-        "Parent instance <Customer at 0x7f0c9e2b1a10> is not bound to a Session; "
-        "lazy load operation of attribute 'orders' cannot proceed",
-        "relationships/detached-instance",
-    ),
-    ("pytest fixture rollback after each test join_transaction_mode", "applications/tests-roll-back"),
-    ("FastAPI session per request dependency yield", "applications/fastapi-session"),
-    ("PendingRollbackError FastAPI next request fails", "applications/fastapi-session"),
-    ("Flask SQLAlchemy session per request teardown_appcontext", "applications/flask-session"),
-    ("flask-sqlalchemy db.session rollback after error", "applications/flask-session"),
-    # The queries pages.
-    ("My Query does not return the same number of objects as query.count() tells me", "querying/count-disagrees"),
-    ("count() returns more than all()", "querying/count-disagrees"),
-    ("N+1 queries", "querying/n-plus-one"),
-    ("one query per object in a loop", "querying/n-plus-one"),
-    (
-        "sqlalchemy.exc.InvalidRequestError: The unique() method must be invoked on this Result, as it contains "
-        "results that include joined eager loads against collections",
-        "querying/n-plus-one",
-    ),
-    ("'Book.author' is not available due to lazy='raise'", "querying/n-plus-one"),
-    ("get or create", "relationships/unique-object"),
-    ("upsert", "querying/upsert"),
-    ("insert or update on_conflict_do_update", "querying/upsert"),
-    ("ON CONFLICT DO UPDATE command cannot affect row a second time", "querying/upsert"),
-    ("session.merge is not an upsert IntegrityError", "querying/upsert"),
-]
-
-
-@pytest.mark.parametrize(("query", "target"), READERS_WORDS, ids=[q for q, _ in READERS_WORDS])
-def test_search_in_a_readers_words(query: str, target: str, watch: Open) -> None:
-    """What a reader types for the error or the symptom, or the usual name of the task, finds
-    the page in the top three."""
-    if recipe(target) is None:
-        pytest.skip(f"docs/{target}.md does not exist yet")
-    tab = watch()
-    found = _search(tab, query)
-    assert f"{target}.html" in found[:3], f"searching {query!r} listed {found[:3]}"
-    tab.settle()  # the result list fetches each page's text for its summary
-    assert_clean(tab)
-
-
-def test_the_changelog_is_left_out_of_search(built: Path, watch: Open) -> None:
-    """The changelog names every page and every fix: it is kept out of the search index (its
-    `nosearch` front matter), so it never crowds the pages that answer a question."""
-    index = (built / "searchindex.js").read_text(encoding="utf-8")
-    data = json.loads(index[index.index("(") + 1 : index.rindex(")")])
-    changelog = data["docnames"].index("about/changelog")
-    listed = [
-        word
-        for kind in ("terms", "titleterms")
-        for word, files in data[kind].items()
-        if changelog in (files if isinstance(files, list) else [files])
-    ]
-    assert [] == listed, "words of the changelog in the search index"
-    assert "Changelog" == built_title(built, "about/changelog.html")  # the page itself is still there
-    found = _search(watch(), "changelog")
-    assert "about/changelog.html" not in found
-
-
-def test_titles_are_short_in_the_sidebar_and_search_results(built: Path) -> None:
-    """The sidebar and the search results show page titles: each is at most 60 characters, a
-    title a reader can scan (the reader's question, in the FAQ's words, is quoted under it)."""
-    long = {
-        name: title
-        for name in site_pages()
-        if name not in {"search.html", "genindex.html", "404.html"} and len(title := built_title(built, name)) > 60
-    }
-    assert {} == long
 
 
 @pytest.fixture(scope="session")
