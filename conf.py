@@ -7,6 +7,7 @@ Read the Docs runs the same command (see .readthedocs.yaml).
 
 import os
 from importlib.metadata import version as _package_version
+from urllib.parse import urlsplit
 
 project = "SQLAlchemy ORM Cookbook"
 author = "The SQLAlchemy ORM Cookbook authors"
@@ -110,7 +111,20 @@ copybutton_prompt_text = r">>> |\.\.\. "
 copybutton_prompt_is_regexp = True
 copybutton_only_copy_prompt_lines = True
 
-# The 404 page's links: Read the Docs gives the extension its language/version prefix;
-# everywhere else the site is served from "/".
-if "READTHEDOCS" not in os.environ:
-    notfound_urls_prefix = "/"
+# The 404 page's links start at the site's root: the path of html_baseurl, which on Read the Docs
+# holds the language/version prefix ("/en/latest/"), and everywhere else is "/".
+notfound_urls_prefix = urlsplit(html_baseurl).path
+# The 404 page offers a search for the words of the missing address: a plain form to the search
+# page, which docs/_static/notfound-search.js fills in ("transactions/pending-rolback.html" ->
+# "pending rolback"); without JavaScript the box is empty and the form still works.
+notfound_context = {
+    "title": "Page not found",
+    "body": f"""<h1>Page not found</h1>
+<p>There is no page at this address. Search the cookbook for its words:</p>
+<form class="notfound-search" action="{notfound_urls_prefix}search.html" method="get" role="search">
+<input type="search" name="q" aria-label="Search the cookbook" size="30">
+<button type="submit">Search</button>
+</form>
+<script src="{notfound_urls_prefix}_static/notfound-search.js"></script>
+""",
+}

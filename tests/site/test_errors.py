@@ -10,6 +10,7 @@ import textwrap
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from docutils.nodes import make_id
@@ -23,6 +24,7 @@ from cookbook_site.errors import (
     elide,
     head,
     index,
+    index_entries,
     page_names,
     qualifier,
     recipe_pages,
@@ -387,10 +389,15 @@ def test_error_codes_link_to_sqlalchemys_page_for_them(built: Path) -> None:
     assert "https://sqlalche.me/e/21/gkpj" in links
 
 
+def search_index(built: Path) -> dict[str, Any]:
+    text = (built / "searchindex.js").read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text[text.index("(") + 1 : text.rindex(")")])
+    return data
+
+
 def test_the_errors_page_is_left_out_of_search(built: Path) -> None:
     """It holds every message: in the search index it would come before the pages that fix them."""
-    text = (built / "searchindex.js").read_text(encoding="utf-8")
-    data = json.loads(text[text.index("(") + 1 : text.rindex(")")])
+    data = search_index(built)
     errors = data["docnames"].index("errors")
     listed = [
         word
@@ -399,6 +406,45 @@ def test_the_errors_page_is_left_out_of_search(built: Path) -> None:
         if errors in (files if isinstance(files, list) else [files])
     ]
     assert ([], "") == (listed, data["titles"][errors])
+
+
+# --- Each message in the index, at the sections that show it ---------------------------------------
+
+
+def test_each_message_is_indexed_under_its_class_at_the_sections_that_show_it() -> None:
+    """``Class; message`` as the Errors page lists it, once for each section that shows it (two
+    series' copies are one); a message elided entirely is indexed by its class alone."""
+    docname, page = raising(
+        "transactions/a.md",
+        "keyword",
+        [UNIQUE.format(table="keyword", series="21"), UNIQUE.format(table="keyword", series="20"), "KeyError: ...\n"],
+    )
+    sections = [{"line": 1, "id": ""}, {"line": 12, "id": "second"}]  # the examples are at lines 10, 14 and 18
+    message = "IntegrityError; (sqlite3.IntegrityError) UNIQUE constraint failed: …"
+    assert {"": [message], "second": [message, "KeyError"]} == index_entries(docname, page, sections)
+
+
+def test_the_search_index_holds_each_message_at_the_sections_that_show_it(built: Path) -> None:
+    """Sphinx's search index lists each message (lowercased, as Sphinx keeps index entries) and its
+    class, as main entries, on each page that shows it, at sections the page has: the site's
+    search finds a section whose message a pasted error holds."""
+    data = search_index(built)
+    listed = {
+        (entry, data["docnames"][file], anchor)
+        for entry, found in data["indexentries"].items()
+        for file, anchor, main in found
+        if main
+    }
+    expected = set()
+    for group in site_index():
+        for entry in group.entries.values():
+            for docname in {o.docname for o in entry.occurrences}:
+                expected.add((short(group.cls).lower(), docname))
+                if re.search(r"\w", entry.message):
+                    expected.add((entry.message.lower(), docname))
+    assert set() == expected - {(entry, docname) for entry, docname, _ in listed}
+    ids = {docname: Anchors((built / f"{docname}.html").read_text(encoding="utf-8")).ids for _, docname, _ in listed}
+    assert [] == [(docname, anchor) for _, docname, anchor in listed if anchor and anchor not in ids[docname]]
 
 
 # --- A build after a page changes ----------------------------------------------------------------

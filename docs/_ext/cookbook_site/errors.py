@@ -20,6 +20,12 @@ drift from them.  Each exception is
 The groups and entries are made when the Errors page is read, so the page's contents list
 them; the links are filled in when it is written, from what each recipe page's reading left.
 Any change to a recipe page, or a page added or removed, makes Sphinx read the Errors page again.
+
+Each recipe page also gets an index entry for each message it shows, under its class, at the
+section that shows it (:class:`ErrorIndexEntries`): the general index lists the classes with
+their messages, and the site's search (docs/_static/search-scorer.js) finds the section whose
+message a reader's pasted error holds, which the words alone cannot tell apart from the pages
+that only use the same words ("A transaction is already begun on this Session.").
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from sphinx import addnodes
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.ext.intersphinx import inventory_exists, resolve_reference_in_inventory
+from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import make_refnode
@@ -387,6 +394,11 @@ def sections_of(doctree: nodes.document) -> dict[str, Any]:
     return {"sections": found, "fix": fix}
 
 
+def section_at(sections: list[dict[str, Any]], line: int) -> int:
+    """Which of a page's sections (as :func:`sections_of` lists them) holds ``line``; -1 for none."""
+    return max((i for i, section in enumerate(sections) if section["line"] <= line), default=-1)
+
+
 def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
     """Keep where each recipe page's sections start, for the Errors page's links."""
     docname = app.env.docname
@@ -401,6 +413,49 @@ def on_env_get_outdated(
     if any(page_model.is_recipe(docname) for docname in added | changed | removed):
         return sorted(INDEX_PAGES.of(env))
     return []
+
+
+# --- Each message in the index, at the sections that show it --------------------------------------
+
+
+def index_entries(docname: str, page: Page, sections: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The index entries of a recipe page's messages: for each section (by id, ``""`` for the page)
+    that shows one, ``Class; message`` for each message it shows, as the Errors page lists it (a
+    message the page elides entirely, ``…``, is indexed by its class alone), in the Errors page's order."""
+    entries: dict[str, list[str]] = {}
+    for group in index([(docname, page)]):
+        for entry in group.sorted_entries():
+            value = f"{short(group.cls)}; {entry.message}" if re.search(r"\w", entry.message) else short(group.cls)
+            for occurrence in entry.occurrences:
+                at = section_at(sections, occurrence.line)
+                found = entries.setdefault(sections[at]["id"] if at >= 0 else "", [])
+                if value not in found:
+                    found.append(value)
+    return entries
+
+
+class ErrorIndexEntries(SphinxTransform):
+    """Give each section of a recipe page that shows an exception an index entry for it (a ``main``
+    entry: the general index puts it first, and the site's search takes only those)."""
+
+    # Before Sphinx's SphinxDomains (850), which collects the index entries for the general index.
+    default_priority = 840
+
+    def apply(self, **kwargs: Any) -> None:
+        docname = self.env.docname
+        if not page_model.is_recipe(docname):
+            return
+        try:
+            page = page_model.read(self.env.doc2path(docname))
+        except PageError:
+            return  # the downloads and Run extensions report the page
+        sections = {
+            str(section["ids"][0]): section for section in self.document.findall(nodes.section) if section["ids"]
+        }
+        found = sections_of(self.document)["sections"]
+        for anchor, values in index_entries(docname, page, found).items():
+            where = sections[anchor] if anchor else next(iter(sections.values()))
+            where.insert(1, addnodes.index(entries=[("single", value, anchor, "main", None) for value in values]))
 
 
 # --- The directive ----------------------------------------------------------------------------
@@ -517,8 +572,7 @@ def _where(app: Sphinx, fromdocname: str, node: error_source) -> list[nodes.Node
     sections, fix = _sections(app, docname)
     by_section: dict[int, list[Occurrence]] = {}
     for line, backend, series, api in node["occurrences"]:
-        at = max((i for i, section in enumerate(sections) if section["line"] <= line), default=-1)
-        by_section.setdefault(at, []).append(Occurrence(docname, line, backend, series, api))
+        by_section.setdefault(section_at(sections, line), []).append(Occurrence(docname, line, backend, series, api))
     items: list[nodes.Node] = []
     for at, occurrences in by_section.items():
         section = sections[at] if at >= 0 else None
@@ -554,9 +608,10 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_node(error_source)
     app.add_node(error_message, html=(visit_error_message_html, depart_error_message_html))
     app.add_directive("error-index", ErrorIndex)
+    app.add_transform(ErrorIndexEntries)
     app.connect("doctree-read", on_doctree_read)
     app.connect("env-get-outdated", on_env_get_outdated)
     app.connect("doctree-resolved", on_doctree_resolved)
     SECTIONS.connect(app)
     INDEX_PAGES.connect(app)
-    return {"version": "1", "env_version": 1, "parallel_read_safe": True, "parallel_write_safe": True}
+    return {"version": "1", "env_version": 2, "parallel_read_safe": True, "parallel_write_safe": True}
