@@ -21,10 +21,12 @@ from typing import Any
 
 from docutils import nodes
 from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
 from sphinx.util.docutils import SphinxDirective
 
 from cookbook_site import page as page_model
 from cookbook_site.page import API_LABELS, APIS, BACKEND_LABELS, BACKENDS, SERIES, PageError, run_name
+from cookbook_site.pagedata import PageData
 
 #: Where the test runs leave their records, relative to conf.py's folder.
 RECORDS = "_build/verified-{series}.json"
@@ -136,9 +138,32 @@ def page_line(runs: dict[str, Run], docname: str, apis: tuple[str, ...] = ("sess
     return " ".join(said)
 
 
-def _note_records(directive_or_env: Any, confdir: Path) -> None:
-    for series in SERIES:
-        directive_or_env.note_dependency(str(confdir / RECORDS.format(series=series)))
+#: What each page said, as JSON ``[apis or null, text]``: a recipe page's line (apis are its runs' APIs)
+#: or, for a page with {verified-with}, its list (apis null).  A build reads a page again only when
+#: what the records say for it now differs (not whenever a test run rewrote a record, and not on
+#: every build while a record is missing, as a Sphinx file dependency would).
+SAID = PageData("cookbook_verified_said")
+
+
+def _saying(runs: dict[str, Run], docname: str, apis: list[str] | None) -> str:
+    return json.dumps(summary(runs)) if apis is None else page_line(runs, docname, tuple(apis))
+
+
+def _said(env: Any, docname: str, apis: list[str] | None, text: str) -> None:
+    SAID.of(env)[docname] = json.dumps([apis, text])
+
+
+def on_env_get_outdated(
+    app: Sphinx, env: BuildEnvironment, added: set[str], changed: set[str], removed: set[str]
+) -> list[str]:
+    """The pages whose line (or list) would read differently from the records as they are now."""
+    runs = read_runs(Path(app.confdir))
+    stale = []
+    for docname, said in SAID.of(env).items():
+        apis, text = json.loads(said)
+        if _saying(runs, docname, apis) != text:
+            stale.append(docname)
+    return stale
 
 
 class VerifiedWith(SphinxDirective):
@@ -147,10 +172,10 @@ class VerifiedWith(SphinxDirective):
     has_content = False
 
     def run(self) -> list[nodes.Node]:
-        confdir = Path(self.env.app.confdir)
-        _note_records(self.env, confdir)
+        items = summary(read_runs(Path(self.env.app.confdir)))
+        _said(self.env, self.env.docname, None, json.dumps(items))
         bullets = nodes.bullet_list()
-        for item in summary(read_runs(confdir)):
+        for item in items:
             bullets += nodes.list_item("", nodes.paragraph(text=item))
         return [bullets]
 
@@ -163,13 +188,13 @@ def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
     section = doctree.next_node(nodes.section)
     if section is None or not section.children:
         return
-    confdir = Path(app.confdir)
-    _note_records(app.env, confdir)
     try:
         apis = page_model.apis_of(page_model.read(app.env.doc2path(docname)))
     except PageError:
         apis = ("session",)  # the downloads extension reports the page
-    line = nodes.paragraph(text=page_line(read_runs(confdir), docname, apis), classes=["verified-on"])
+    text = page_line(read_runs(Path(app.confdir)), docname, apis)
+    _said(app.env, docname, list(apis), text)
+    line = nodes.paragraph(text=text, classes=["verified-on"])
     section.insert(1, line)
 
 
@@ -177,4 +202,6 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("verified-with", VerifiedWith)
     # After the downloads extension has put its link under the short answer (the first paragraph).
     app.connect("doctree-read", on_doctree_read, priority=600)
-    return {"version": "2", "env_version": 2, "parallel_read_safe": True, "parallel_write_safe": True}
+    app.connect("env-get-outdated", on_env_get_outdated)
+    SAID.connect(app)
+    return {"version": "3", "env_version": 3, "parallel_read_safe": True, "parallel_write_safe": True}
