@@ -28,6 +28,7 @@ from cookbook_site.errors import (
     page_names,
     qualifier,
     recipe_pages,
+    rows_of,
     short,
     shown,
 )
@@ -421,7 +422,7 @@ def test_each_message_is_indexed_under_its_class_at_the_sections_that_show_it() 
     )
     sections = [{"line": 1, "id": ""}, {"line": 12, "id": "second"}]  # the examples are at lines 10, 14 and 18
     message = "IntegrityError; (sqlite3.IntegrityError) UNIQUE constraint failed: …"
-    assert {"": [message], "second": [message, "KeyError"]} == index_entries(docname, page, sections)
+    assert {"": [message], "second": [message, "KeyError"]} == index_entries(rows_of(docname, page), sections)
 
 
 def test_the_search_index_holds_each_message_at_the_sections_that_show_it(built: Path) -> None:

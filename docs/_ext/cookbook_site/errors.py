@@ -18,8 +18,11 @@ drift from them.  Each exception is
   which section that line is in and its id) and to the page's fixes.
 
 The groups and entries are made when the Errors page is read, so the page's contents list
-them; the links are filled in when it is written, from what each recipe page's reading left.
-Any change to a recipe page, or a page added or removed, makes Sphinx read the Errors page again.
+them, from the exceptions each recipe page's reading left (the Errors page is read after them);
+the links are filled in when it is written, from the sections each recipe page's reading left.
+An edit that changes the exceptions a recipe page shows, or a page added or removed, makes
+Sphinx read the Errors page again; an edit that changes its sections, write it again; an edit to
+a page's prose alone leaves it as it is (the live preview rebuilds the one page).
 
 Each recipe page also gets an index entry for each message it shows, under its class, at the
 section that shows it (:class:`ErrorIndexEntries`): the general index lists the classes with
@@ -34,7 +37,7 @@ import ast
 import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,9 @@ FIX_TITLE = re.compile(r"^(?:the )?fix(?:es)?\b", re.I)
 SECTIONS = PageData("cookbook_error_sections")
 #: The pages that hold an ``{error-index}``.
 INDEX_PAGES = PageData("cookbook_error_index_pages")
+#: The exceptions each recipe page shows, as its reading left them (JSON, see :func:`_dumped`):
+#: the Errors page, read after every recipe page of its build, is made from these.
+ROWS = PageData("cookbook_error_rows")
 
 
 # --- Reading an exception ---------------------------------------------------------------------
@@ -316,29 +322,47 @@ def recipe_pages(docs: Path) -> Iterator[tuple[str, Path]]:
         yield path.relative_to(docs).with_suffix("").as_posix(), path
 
 
-def index(pages: Iterable[tuple[str, Page]]) -> list[Group]:
-    """Every exception the pages show, grouped by class (and a wrapped one by the class it wraps
-    too), each group's messages elided with its page's names; groups in order of class name.
+#: One exception a page shows, as its group lists it: the class it is listed under, the message
+#: (elided), its error code, and the example that shows it.
+Row = tuple[str, str, str | None, Occurrence]
+
+
+def rows_of(docname: str, page: Page) -> list[Row]:
+    """Every exception one page shows, as the Errors page lists it: under its class, and a wrapped
+    one under the class it wraps too (with the wrapper's class before its message); each message
+    elided with the page's names.
 
     An exception that names no class is a ``ValueError`` naming its page and line.
     """
+    rows: list[Row] = []
+    names: Names | None = None
+    for example in page.examples:
+        if example.exc_msg is None:
+            continue
+        names = names or page_names(page.examples)
+        try:
+            error = shown(example.exc_msg)
+        except ValueError as exc:
+            raise ValueError(f"{docname}, line {example.line}: {exc}") from None
+        where = Occurrence(docname, example.line, example.backend, example.series, example.api)
+        message = elide(head(error.message), names)
+        rows.append((error.cls, message, error.code, where))
+        if error.wrapped is not None and error.wrapped != error.cls:
+            rows.append((error.wrapped, f"{error.cls}: {message}", error.code, where))
+    return rows
+
+
+def grouped(rows: Iterable[Row]) -> list[Group]:
+    """Rows grouped by class, in order of class name."""
     groups: dict[str, Group] = {}
-    for docname, page in pages:
-        names: Names | None = None
-        for example in page.examples:
-            if example.exc_msg is None:
-                continue
-            names = names or page_names(page.examples)
-            try:
-                error = shown(example.exc_msg)
-            except ValueError as exc:
-                raise ValueError(f"{docname}, line {example.line}: {exc}") from None
-            where = Occurrence(docname, example.line, example.backend, example.series, example.api)
-            message = elide(head(error.message), names)
-            groups.setdefault(error.cls, Group(error.cls)).add(message, error.code, where)
-            if error.wrapped is not None and error.wrapped != error.cls:
-                groups.setdefault(error.wrapped, Group(error.wrapped)).add(f"{error.cls}: {message}", error.code, where)
+    for cls, message, code, where in rows:
+        groups.setdefault(cls, Group(cls)).add(message, code, where)
     return sorted(groups.values(), key=lambda group: (short(group.cls).casefold(), group.cls))
+
+
+def index(pages: Iterable[tuple[str, Page]]) -> list[Group]:
+    """Every exception the pages show (see :func:`rows_of`), grouped by class."""
+    return grouped(row for docname, page in pages for row in rows_of(docname, page))
 
 
 def pages_of(groups: Iterable[Group]) -> set[str]:
@@ -406,11 +430,100 @@ def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
         SECTIONS.of(app.env)[docname] = json.dumps(sections_of(doctree))
 
 
+def _dumped(rows: list[Row]) -> str:
+    return json.dumps([[cls, message, code, astuple(where)] for cls, message, code, where in rows])
+
+
+def _loaded(data: str) -> list[Row]:
+    return [(cls, message, code, Occurrence(*where)) for cls, message, code, where in json.loads(data)]
+
+
+def _lines(rows: list[Row]) -> list[int]:
+    """The lines of a page's examples that show an exception, in order: the Errors page names an
+    example by its place in this list, so an edit that only moves it leaves the Errors page as it is."""
+    return sorted({where.line for _, _, _, where in rows})
+
+
+def _without_lines(data: str) -> str:
+    """Kept rows with each example's line replaced by its place among the page's examples."""
+    rows = _loaded(data)
+    place = {line: number for number, line in enumerate(_lines(rows))}
+    return json.dumps(
+        [
+            [cls, message, code, where.docname, place[where.line], where.backend, where.series, where.api]
+            for cls, message, code, where in rows
+        ]
+    )
+
+
+def _current_rows(env: BuildEnvironment, docname: str) -> list[Row]:
+    kept = ROWS.of(env).get(docname) or _rows_now(env, docname)
+    return _loaded(kept) if kept else []
+
+
+def _links(env: BuildEnvironment, docname: str) -> str:
+    """What the Errors page writes about a page, besides its messages: its title, and the section
+    of each of its examples that shows an exception, and its fixes' section."""
+    title = env.titles.get(docname)
+    sections = json.loads(SECTIONS.of(env).get(docname, '{"sections": [], "fix": null}'))
+    at = [section_at(sections["sections"], line) for line in _lines(_current_rows(env, docname))]
+    shown = [[sections["sections"][i]["id"], sections["sections"][i]["title"]] if i >= 0 else None for i in at]
+    return json.dumps([title.astext() if title is not None else None, sections["fix"], shown])
+
+
+def _rows_now(env: BuildEnvironment, docname: str) -> str | None:
+    """What a recipe page's source shows now, as :data:`ROWS` keeps it; None for a page the
+    page model cannot read (the downloads and Run extensions report it) or whose errors it cannot."""
+    try:
+        return _dumped(rows_of(docname, page_model.read(env.doc2path(docname))))
+    except (PageError, ValueError):
+        return None
+
+
 def on_env_get_outdated(
     app: Sphinx, env: BuildEnvironment, added: set[str], changed: set[str], removed: set[str]
 ) -> list[str]:
-    """The Errors page, to be read again when a recipe page was added, changed or removed."""
-    if any(page_model.is_recipe(docname) for docname in added | changed | removed):
+    """The Errors page, to be read again when a recipe page added, changed or removed shows
+    other exceptions than it did (an edit to a page's prose leaves the Errors page alone)."""
+    kept = ROWS.of(env)
+    for docname in sorted(added | changed | removed):
+        if not page_model.is_recipe(docname):
+            continue
+        now = None if docname in removed else _rows_now(env, docname)
+        before = kept.get(docname)
+        if now is None or before is None or _without_lines(before) != _without_lines(now):
+            return sorted(INDEX_PAGES.of(env))
+    return []
+
+
+_LINKS_BEFORE = "cookbook_error_links_before"
+
+
+def _holds_index(env: BuildEnvironment, docname: str) -> bool:
+    """Whether a page holds an ``{error-index}`` (as its last reading found, or its source says)."""
+    if docname in INDEX_PAGES.of(env):
+        return True
+    try:
+        return "{error-index}" in Path(env.doc2path(docname)).read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
+    """Read the Errors page after every recipe page (it is made from what their reading leaves),
+    and keep what it writes about the pages about to be read again, to see whether that changes."""
+    last = [docname for docname in docnames if _holds_index(env, docname)]
+    docnames[:] = [docname for docname in docnames if docname not in last] + last
+    recipes = [docname for docname in docnames if page_model.is_recipe(docname)]
+    setattr(env, _LINKS_BEFORE, {docname: _links(env, docname) for docname in recipes})
+
+
+def on_env_updated(app: Sphinx, env: BuildEnvironment) -> list[str]:
+    """The Errors page, to be written again when what it says about a recipe page read in this
+    build changed: the page's title, or the section that shows an exception, or its fixes'."""
+    before: dict[str, str] = getattr(env, _LINKS_BEFORE, {})
+    setattr(env, _LINKS_BEFORE, {})
+    if any(_links(env, docname) != kept for docname, kept in before.items()):
         return sorted(INDEX_PAGES.of(env))
     return []
 
@@ -418,12 +531,13 @@ def on_env_get_outdated(
 # --- Each message in the index, at the sections that show it --------------------------------------
 
 
-def index_entries(docname: str, page: Page, sections: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """The index entries of a recipe page's messages: for each section (by id, ``""`` for the page)
-    that shows one, ``Class; message`` for each message it shows, as the Errors page lists it (a
-    message the page elides entirely, ``…``, is indexed by its class alone), in the Errors page's order."""
+def index_entries(rows: list[Row], sections: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The index entries of a recipe page's messages (its :func:`rows_of`): for each section (by
+    id, ``""`` for the page) that shows one, ``Class; message`` for each message it shows, as the
+    Errors page lists it (a message the page elides entirely, ``…``, is indexed by its class
+    alone), in the Errors page's order."""
     entries: dict[str, list[str]] = {}
-    for group in index([(docname, page)]):
+    for group in grouped(rows):
         for entry in group.sorted_entries():
             value = f"{short(group.cls)}; {entry.message}" if re.search(r"\w", entry.message) else short(group.cls)
             for occurrence in entry.occurrences:
@@ -446,14 +560,17 @@ class ErrorIndexEntries(SphinxTransform):
         if not page_model.is_recipe(docname):
             return
         try:
-            page = page_model.read(self.env.doc2path(docname))
+            rows = rows_of(docname, page_model.read(self.env.doc2path(docname)))
         except PageError:
             return  # the downloads and Run extensions report the page
+        except ValueError:
+            return  # the Errors page reports it
+        ROWS.of(self.env)[docname] = _dumped(rows)
         sections = {
             str(section["ids"][0]): section for section in self.document.findall(nodes.section) if section["ids"]
         }
         found = sections_of(self.document)["sections"]
-        for anchor, values in index_entries(docname, page, found).items():
+        for anchor, values in index_entries(rows, found).items():
             where = sections[anchor] if anchor else next(iter(sections.values()))
             where.insert(1, addnodes.index(entries=[("single", value, anchor, "main", None) for value in values]))
 
@@ -462,8 +579,9 @@ class ErrorIndexEntries(SphinxTransform):
 
 
 class error_source(nodes.General, nodes.Element):  # noqa: N801 (docutils node naming)
-    """The examples of one page that show one message (``docname``; ``occurrences``: line, backend,
-    series, API of each), in a list: replaced by a linked item per section when the page is written."""
+    """The examples of one page that show one message (``docname``; ``occurrences``: place among
+    the page's examples that show an exception, backend, series, API of each), in a list:
+    replaced by a linked item per section when the page is written, from the page's lines then."""
 
 
 class error_message(nodes.literal):  # noqa: N801 (docutils node naming)
@@ -502,8 +620,9 @@ def _code(code: str) -> nodes.Node:
     return nodes.reference("", "", nodes.literal(code, code), refuri=url, classes=["sqlalchemy-error-code"])
 
 
-def _entry(entry: Entry) -> nodes.list_item:
-    """A message, its error code, and a list with a placeholder per page that shows it."""
+def _entry(entry: Entry, lines: dict[str, list[int]]) -> nodes.list_item:
+    """A message, its error code, and a list with a placeholder per page that shows it (each
+    example by its place among the page's examples that show an exception, ``lines``)."""
     message = nodes.paragraph("", "", error_message(entry.message, entry.message))
     for code in sorted(entry.codes):
         message += [nodes.Text(" · SQLAlchemy error "), _code(code)]
@@ -512,7 +631,11 @@ def _entry(entry: Entry) -> nodes.list_item:
         by_page.setdefault(occurrence.docname, []).append(occurrence)
     where = nodes.bullet_list()
     for docname, occurrences in by_page.items():
-        where += error_source(docname=docname, occurrences=[[o.line, o.backend, o.series, o.api] for o in occurrences])
+        places = [lines[docname].index(o.line) for o in occurrences]
+        where += error_source(
+            docname=docname,
+            occurrences=[[p, o.backend, o.series, o.api] for p, o in zip(places, occurrences, strict=True)],
+        )
     return nodes.list_item("", message, where)
 
 
@@ -523,17 +646,27 @@ class ErrorIndex(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         INDEX_PAGES.of(self.env)[self.env.docname] = ""
-        pages = []
+        # Each page's rows as its reading in this build or an earlier one left them (this page is
+        # read after them); from its source where no reading left them (a page the page model
+        # cannot read, or one read by another process of a parallel build).
+        kept = ROWS.of(self.env)
+        rows: list[Row] = []
         for docname, path in recipe_pages(Path(self.env.srcdir)):
+            if docname in kept:
+                rows += _loaded(kept[docname])
+                continue
             try:
-                pages.append((docname, page_model.read(path)))
+                rows += rows_of(docname, page_model.read(path))
             except PageError:
                 continue  # the downloads and Run extensions report the page
-        try:
-            groups = index(pages)
-        except ValueError as exc:
-            logger.warning("error index: %s", exc, location=self.get_location(), type="error_index")
-            return []
+            except ValueError as exc:
+                logger.warning("error index: %s", exc, location=self.get_location(), type="error_index")
+                return []
+        groups = grouped(rows)
+        lines: dict[str, list[int]] = {}
+        for row in rows:
+            lines.setdefault(row[3].docname, []).append(row[3].line)
+        lines = {docname: sorted(set(found)) for docname, found in lines.items()}
         messages = sum(len(group.entries) for group in groups)
         said = (
             f"{_plural(len(groups), 'exception class', 'exception classes')}, {_plural(messages, 'message')}, shown on "
@@ -545,7 +678,7 @@ class ErrorIndex(SphinxDirective):
             count = len(group.entries)
             counts = f": {_plural(count, 'message')} on {_plural(len(pages_of([group])), 'page')}" if count > 1 else ""
             section += nodes.paragraph("", "", _class_name(self.env, group.cls), nodes.Text(counts))
-            section += nodes.bullet_list("", *(_entry(entry) for entry in group.sorted_entries()))
+            section += nodes.bullet_list("", *(_entry(entry, lines) for entry in group.sorted_entries()))
             self.state.document.note_implicit_target(section, section)
             result.append(section)
         return result
@@ -571,7 +704,9 @@ def _where(app: Sphinx, fromdocname: str, node: error_source) -> list[nodes.Node
     page_title = title.astext() if title is not None else docname
     sections, fix = _sections(app, docname)
     by_section: dict[int, list[Occurrence]] = {}
-    for line, backend, series, api in node["occurrences"]:
+    lines = _lines(_current_rows(app.env, docname))
+    for place, backend, series, api in node["occurrences"]:
+        line = lines[place] if place < len(lines) else 0
         by_section.setdefault(section_at(sections, line), []).append(Occurrence(docname, line, backend, series, api))
     items: list[nodes.Node] = []
     for at, occurrences in by_section.items():
@@ -611,7 +746,10 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_transform(ErrorIndexEntries)
     app.connect("doctree-read", on_doctree_read)
     app.connect("env-get-outdated", on_env_get_outdated)
+    app.connect("env-before-read-docs", on_env_before_read_docs)
+    app.connect("env-updated", on_env_updated)
     app.connect("doctree-resolved", on_doctree_resolved)
     SECTIONS.connect(app)
     INDEX_PAGES.connect(app)
-    return {"version": "1", "env_version": 2, "parallel_read_safe": True, "parallel_write_safe": True}
+    ROWS.connect(app)
+    return {"version": "2", "env_version": 3, "parallel_read_safe": True, "parallel_write_safe": True}
