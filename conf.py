@@ -22,9 +22,8 @@ extensions = [
     "sphinx_design",
     "sphinx_copybutton",
     "notfound.extension",
-    # Open Graph tags, sitemap.xml and llms-full.txt (settings below).
+    # Open Graph tags and llms-full.txt (settings below).
     "sphinxext.opengraph",
-    "sphinx_sitemap",
     "sphinx_llms_txt",
     # The site's own extensions (docs/_ext/cookbook_site, installed by requirements.txt).
     "cookbook_site.verified",
@@ -37,7 +36,7 @@ extensions = [
     # Keyboard and screen-reader fixes to the HTML Sphinx writes: toctree captions get their
     # aria-level, code blocks that scroll can take the focus (see the module).
     "cookbook_site.a11y",
-    # Each page's short answer as its meta description and og:description, and llms.txt.
+    # Each page's short answer as its meta description and og:description, llms.txt, and sitemap.xml.
     "cookbook_site.meta",
 ]
 
@@ -95,11 +94,6 @@ html_baseurl = os.environ.get("READTHEDOCS_CANONICAL_URL") or "http://127.0.0.1:
 ogp_site_url = html_baseurl
 ogp_social_cards = {"enable": False}
 ogp_description_length = 200
-
-# sphinx-sitemap: every page at html_baseurl + its path (the base already holds the language and
-# version), but not the search, index and 404 pages.
-sitemap_url_scheme = "{link}"
-sitemap_excludes = ["search.html", "genindex.html", "py-modindex.html", "404.html"]
 
 # sphinx-llms-txt: llms-full.txt only, every page's Markdown source in toctree order (the
 # changelog page is an include the extension cannot follow); cookbook_site.meta writes llms.txt.

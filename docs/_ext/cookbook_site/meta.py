@@ -1,4 +1,4 @@
-"""Sphinx extension: each page's short answer as its description, and ``llms.txt`` listing them.
+"""Sphinx extension: each page's short answer as its description, ``llms.txt`` listing them, and ``sitemap.xml``.
 
 A recipe page answers its question in the first paragraph under its title (after the FAQ's
 question, quoted); any other page opens with a paragraph saying what it is.  That paragraph is
@@ -23,6 +23,10 @@ link (a node of its own) under the short answer: the first paragraph directly in
 section that is not the verified-on line.  Its text is taken once every page has been read,
 because a ``{ref}`` to another page shows that page's title, known only then.  URLs start with
 ``html_baseurl``.
+
+``sitemap.xml`` lists every page in the front page's toctrees (the front page first) at
+``html_baseurl``, written when every HTML build finishes, an incremental one too (sphinx-sitemap
+lists only the pages that build wrote, and starts a process of its own for every build).
 
 Needs sphinxext-opengraph (the Open Graph tags, and ``ogp_description_length``).
 """
@@ -50,6 +54,8 @@ logger = logging.getLogger(__name__)
 VERIFIED_CLASS = "verified-on"
 #: What ``llms.txt`` is called in the HTML output.
 LLMS_TXT = "llms.txt"
+#: What the sitemap is called in the HTML output.
+SITEMAP_XML = "sitemap.xml"
 #: Each page's short answer as one line of Markdown, for ``llms.txt`` (made anew once every page is read).
 SHORT_ANSWERS = PageData("cookbook_short_answers")
 #: Each page's short-answer paragraph as read (its references not yet resolved), by page.
@@ -154,7 +160,10 @@ def on_doctree_read(app: Sphinx, doctree: nodes.document) -> None:
     docname = app.env.docname
     paragraph = short_answer(doctree)
     if paragraph is not None:
-        _paragraphs(app.env)[docname] = paragraph.deepcopy()
+        kept = paragraph.deepcopy()
+        for node in kept.findall():
+            node.document = None  # type: ignore[assignment]  # a copy still points at its document: pickled, the whole page's doctree
+        _paragraphs(app.env)[docname] = kept
     elif page_model.is_recipe(docname):
         logger.warning(
             "a recipe page needs its short answer: a paragraph under its title", location=docname, type="cookbook_meta"
@@ -243,10 +252,28 @@ def llms_txt(app: Sphinx) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+# --- sitemap.xml --------------------------------------------------------------------------------
+
+
+def sitemap_xml(app: Sphinx) -> str:
+    """The text of ``sitemap.xml``: the URL of the front page and of every page in its toctrees."""
+    env = app.env
+    root = app.config.root_doc
+    base = app.config.html_baseurl.rstrip("/") + "/" if app.config.html_baseurl else ""
+    pages = [root] + [name for _, names in toctree_order(env, root) for name in names]
+    urls = "".join(f"<url><loc>{html.escape(base + app.builder.get_target_uri(name))}</loc></url>" for name in pages)
+    return (
+        "<?xml version='1.0' encoding='utf-8'?>\n"
+        f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>\n'
+    )
+
+
 def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
-    (Path(app.outdir) / LLMS_TXT).write_text(llms_txt(app), encoding="utf-8")
+    out = Path(app.outdir)
+    (out / LLMS_TXT).write_text(llms_txt(app), encoding="utf-8")
+    (out / SITEMAP_XML).write_text(sitemap_xml(app), encoding="utf-8")
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
