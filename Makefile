@@ -31,6 +31,8 @@ BACKENDS ?= sqlite
 # pytest-xdist: one worker per core; a test file (a page, with its examples in order) stays on one worker.
 JOBS ?= auto
 PARALLEL := -n $(JOBS) --dist loadfile
+# What `make test SQLALCHEMY=2.0` leaves to the 2.1 run: the tests that build the whole site.
+BUILT_WITH_2_1 := --ignore=tests/browser --ignore=tests/site/test_meta.py --ignore=tests/site/test_errors.py --ignore=tests/site/test_incremental.py
 HOST ?= 127.0.0.1
 PORT ?= 8000
 SPHINX_ARGS := -c . docs
@@ -39,15 +41,16 @@ STRICT := -W -n --keep-going -q
 .PHONY: serve html test bench inventories clean screenshots pyodide
 
 serve: $(VENV)/.installed pyodide
-	$(PY) -m sphinx_autobuild $(SPHINX_ARGS) _build/html -n --host $(HOST) --port $(PORT) --watch src --watch docs/_ext --watch conf.py
+	$(PY) -m cookbook_site.preview $(SPHINX_ARGS) _build/html -n --host $(HOST) --port $(PORT) --watch src --watch docs/_ext --watch conf.py
 
 html: $(VENV)/.installed pyodide
 	$(PY) -m sphinx $(STRICT) -b html $(SPHINX_ARGS) _build/html
 
 test: $(VENV)/.installed pyodide
 ifeq ($(SQLALCHEMY),2.0)
-	@# The site is built and tried in the browser with 2.1 only; the examples, library and site tests run here.
-	COOKBOOK_BACKENDS="$(BACKENDS)" $(PY) -m pytest $(PARALLEL) docs src tests --ignore=tests/browser
+	@# The site is built and tried in the browser with 2.1 only; the examples, the library, the
+	@# downloaded scripts and the site's other tests run here.
+	COOKBOOK_BACKENDS="$(BACKENDS)" $(PY) -m pytest $(PARALLEL) docs src tests $(BUILT_WITH_2_1)
 	@cat _build/backends.txt
 else
 	COOKBOOK_BACKENDS="$(BACKENDS)" $(PY) -m pytest $(PARALLEL)

@@ -80,6 +80,35 @@ def build_site(out: Path) -> Path:
     return out
 
 
+class SiteCopy:
+    """A copy of the site in ``folder`` (its pages, conf.py and the changelog it includes; the
+    recipe library and the Pyodide assets as links), to edit and build again without touching
+    the real pages: the incremental-build tests and ``make bench``'s live preview use it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.docs = folder / "docs"
+        self.out = folder / "_build" / "html"
+        shutil.copy(ROOT / "conf.py", folder / "conf.py")
+        shutil.copy(ROOT / "CHANGELOG.md", folder / "CHANGELOG.md")  # the changelog page includes it
+        shutil.copytree(DOCS, self.docs, ignore=shutil.ignore_patterns("_pyodide"))
+        (self.docs / "_pyodide").symlink_to(DOCS / "_pyodide")
+        (folder / "src").symlink_to(ROOT / "src")
+
+    def source(self, docname: str) -> Path:
+        return self.docs / f"{docname}.md"
+
+    def edit(self, docname: str, old: str, new: str) -> None:
+        path = self.source(docname)
+        text = path.read_text(encoding="utf-8")
+        if old not in text:
+            raise ValueError(f"{old!r} is not on {docname}")
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+    def html(self, docname: str) -> str:
+        return (self.out / f"{docname}.html").read_text(encoding="utf-8")
+
+
 class _Handler(SimpleHTTPRequestHandler):
     """Static files with the types a browser needs, and the site's 404 page for what is missing."""
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from cookbook_site import page as page_model
-from cookbook_site.downloads import SCRIPT_SERIES, output_problem, render_script
+from cookbook_site.downloads import OUTPUT_FOLDER, SCRIPT_SERIES, SUFFIXES, output_problem, render_script
 from cookbook_site.page import Example
+from tests.browser.site import build_site
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 RECIPES = page_model.recipe_pages(DOCS)
@@ -58,11 +59,23 @@ def run_script(script: str) -> subprocess.CompletedProcess[str]:
         )
 
 
+def offered(site: Path, path: Path, api: str) -> Path:
+    """The script a built site offers for a page and API (the browser tests download it from there)."""
+    return site / OUTPUT_FOLDER / path.relative_to(DOCS).with_name(f"{path.stem}{SUFFIXES[api]}.py")
+
+
 @pytest.fixture(scope="module")
-def runs() -> Iterator[dict[tuple[Path, str], subprocess.CompletedProcess[str]]]:
-    """Every recipe page's scripts, each run once, several at a time."""
+def runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[tuple[Path, str], subprocess.CompletedProcess[str]]]:
+    """Every script the site offers for download, as the build wrote it, each run once, several at a time."""
+    site = build_site(tmp_path_factory.mktemp("downloads") / "html")
+
+    def run(script: tuple[Path, str]) -> subprocess.CompletedProcess[str]:
+        return run_script(offered(site, *script).read_text(encoding="utf-8"))
+
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        done = dict(zip(SCRIPTS, pool.map(lambda s: run_script(script_of(*s)[1]), SCRIPTS), strict=True))
+        done = dict(zip(SCRIPTS, pool.map(run, SCRIPTS), strict=True))
     yield done
 
 
