@@ -1,0 +1,131 @@
+"""``make serve``: sphinx-autobuild, with each rebuild forked from a process that has Sphinx loaded.
+
+sphinx-autobuild starts a new Python for every rebuild (``python -m sphinx build ...``), which
+imports Sphinx, the theme and every extension, compiles the theme's templates and the
+highlighter's patterns, and only then reads the one page that changed: most of a one-page
+rebuild.  Here one process (the *warm* process, started before the server) does the first build
+itself, so all of that stays loaded, and then forks a child for every rebuild.  The child starts
+with everything the first build loaded and forgets only the project's own modules
+(``cookbook_site``, ``sqlalchemy_cookbook``, anything else under this folder outside the venv), so
+an edit to an extension or to the recipe library is built with the code as it is now.  A change
+to the installed packages needs a restart, as with any server.
+
+Everything else is sphinx-autobuild's: its arguments, its file watching, its server and the
+page reload.  Where ``os.fork`` does not exist (Windows), it runs as sphinx-autobuild does.
+
+Run as ``python -m cookbook_site.preview`` with sphinx-autobuild's arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sphinx_autobuild.__main__ as autobuild
+from sphinx_autobuild.build import Builder
+from sphinx_autobuild.utils import show_message
+
+#: The folder whose modules a rebuild imports afresh: the project (this package sits in docs/_ext/).
+PROJECT = Path(__file__).resolve().parents[3]
+
+
+def _project_module(module: Any) -> bool:
+    """Whether a loaded module is the project's own (under PROJECT, not in the venv)."""
+    file = getattr(module, "__file__", None)
+    if not file:
+        return False
+    path = Path(file).resolve()
+    return path.is_relative_to(PROJECT) and not path.is_relative_to(Path(sys.prefix).resolve())
+
+
+def _build(sphinx_args: list[str]) -> int:
+    from sphinx.cmd.build import build_main
+
+    return build_main(sphinx_args)
+
+
+def _rebuild(sphinx_args: list[str]) -> int:
+    """A forked child's build: the project's modules imported afresh, then Sphinx."""
+    for name in [name for name, module in sys.modules.items() if _project_module(module)]:
+        del sys.modules[name]
+    return _build(sphinx_args)
+
+
+def _warm(address: str, sphinx_args: list[str], ready: Any) -> None:
+    """The warm process: answer each request with a build's exit status, the first one built
+    here (what it loads stays loaded), every later one in a forked child."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(address)
+    server.listen()
+    ready.set()
+    built = False
+    while True:
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(1)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            if not built:
+                built = True
+                status = _build(sphinx_args)
+            else:
+                child = os.fork()
+                if child == 0:  # pragma: no cover (the child leaves by os._exit)
+                    code = 1
+                    try:
+                        code = _rebuild(sphinx_args)
+                    finally:
+                        sys.stdout.flush()
+                        sys.stderr.flush()
+                        os._exit(code)
+                status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+            connection.sendall(json.dumps(status).encode())
+
+
+class WarmBuilder(Builder):  # type: ignore[misc]
+    """sphinx-autobuild's builder, building through the warm process."""
+
+    def __init__(self, sphinx_args: list[str], **kwargs: Any) -> None:
+        super().__init__(sphinx_args, **kwargs)
+        self.address = str(Path(tempfile.mkdtemp(prefix="cookbook-preview-")) / "warm.sock")
+        context = multiprocessing.get_context("fork")
+        ready = context.Event()
+        process = context.Process(target=_warm, args=(self.address, list(sphinx_args), ready), daemon=True)
+        process.start()
+        ready.wait()
+
+    def __call__(self, *, changed_paths: Sequence[Path]) -> None:
+        if changed_paths:
+            names = [p.as_posix() for p in changed_paths[:5] if p.exists()]
+            if names:
+                show_message(f"Detected changes ({', '.join(names)})")
+            show_message("Rebuilding...")
+        if self._run_commands(self.pre_build_commands, "pre-build") != 0:
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.connect(self.address)
+            connection.sendall(b"b")
+            status = json.loads(connection.recv(64) or b"1")
+        if status != 0:
+            print(f"Sphinx exited with exit code: {status}")
+            print("The server keeps serving the last build; fix the error above and save again.")
+        else:
+            self._run_commands(self.post_build_commands, "post-build")
+        show_message(f"Serving on {self.uri}")
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    if hasattr(os, "fork"):
+        autobuild.Builder = WarmBuilder
+    autobuild.main(list(argv) or sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
