@@ -10,6 +10,10 @@ with everything the first build loaded and forgets only the project's own module
 an edit to an extension or to the recipe library is built with the code as it is now.  A change
 to the installed packages needs a restart, as with any server.
 
+The theme's templates are compiled once too: the warm process keeps Jinja's bytecode in memory,
+which every child inherits (a template that changed is compiled again).  sphinx-autobuild hands
+each rebuild to a new process of a process pool; here a thread sends it to the warm process.
+
 Everything else is sphinx-autobuild's: its arguments, its file watching, its server and the
 page reload.  Where ``os.fork`` does not exist (Windows), it runs as sphinx-autobuild does.
 
@@ -18,6 +22,7 @@ Run as ``python -m cookbook_site.preview`` with sphinx-autobuild's arguments.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import os
@@ -28,8 +33,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import sphinx_autobuild.__main__ as autobuild
+import watchfiles
 from sphinx_autobuild.build import Builder
+from sphinx_autobuild.server import RebuildServer
 from sphinx_autobuild.utils import show_message
 
 #: The folder whose modules a rebuild imports afresh: the project (this package sits in docs/_ext/).
@@ -43,6 +51,34 @@ def _project_module(module: Any) -> bool:
         return False
     path = Path(file).resolve()
     return path.is_relative_to(PROJECT) and not path.is_relative_to(Path(sys.prefix).resolve())
+
+
+class _Bytecode(jinja2.BytecodeCache):
+    """Compiled templates, in this process's memory (and so in every child forked from it)."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        if bucket.key in self.kept:
+            bucket.bytecode_from_string(self.kept[bucket.key])
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self.kept[bucket.key] = bucket.bytecode_to_string()
+
+
+def _keep_templates_compiled() -> None:
+    """Give every Jinja environment Sphinx makes the one bytecode cache."""
+    from sphinx.jinja2glue import BuiltinTemplateLoader
+
+    cache = _Bytecode()
+    init = BuiltinTemplateLoader.init
+
+    def init_with_cache(self: BuiltinTemplateLoader, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.environment.bytecode_cache = cache
+
+    BuiltinTemplateLoader.init = init_with_cache  # type: ignore[method-assign]
 
 
 def _build(sphinx_args: list[str]) -> int:
@@ -64,6 +100,7 @@ def _warm(address: str, sphinx_args: list[str], ready: Any) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(address)
     server.listen()
+    _keep_templates_compiled()
     ready.set()
     built = False
     while True:
@@ -121,9 +158,20 @@ class WarmBuilder(Builder):  # type: ignore[misc]
         show_message(f"Serving on {self.uri}")
 
 
+class ThreadedRebuildServer(RebuildServer):  # type: ignore[misc]
+    """sphinx-autobuild's watcher, calling the builder in a thread rather than a new process."""
+
+    async def watch(self) -> None:
+        async for changes in watchfiles.awatch(*self.paths, watch_filter=lambda _, path: not self.ignore(path)):
+            changed_paths = [Path(path).resolve() for _, path in changes]
+            await asyncio.to_thread(self.change_callback, changed_paths=changed_paths)
+            self.flag.set()
+
+
 def main(argv: Sequence[str] = ()) -> None:
     if hasattr(os, "fork"):
         autobuild.Builder = WarmBuilder
+        autobuild.RebuildServer = ThreadedRebuildServer
     autobuild.main(list(argv) or sys.argv[1:])
 
 
