@@ -6,8 +6,9 @@
 #   make test JOBS=1    the same in one process (JOBS is pytest-xdist's -n; the default, auto, uses every core)
 #   make test SQLALCHEMY=2.0   the pages, the library and the site's tests on SQLAlchemy 2.0 (in its
 #                 own .venv-sqlalchemy-2.0; the default, 2.1, is what requirements.txt pins)
-#   make bench    the figures the issues ask for (build, rebuild, test, page weight, Run and recipe
-#                 costs); ONLY=site (or pages, runner, unique, prefilter, expire_on_fk_change) for one
+#   make bench    the figures the issues ask for (build, live preview, test, the matrix and browser
+#                 suite's wall time, a profile, page weight, Run and recipe costs); ONLY=site (or
+#                 preview, matrix, profile, pages, runner, unique, prefilter, expire_on_fk_change) for one
 #   make html     the strict build alone, into _build/html
 #   make screenshots   PNGs of a recipe page (light, dark, 375 px) in _build/screenshots; PAGE=group/page picks one
 #   make inventories   refresh the pinned intersphinx inventories in docs/_inventories
