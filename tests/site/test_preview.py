@@ -1,0 +1,106 @@
+"""``make serve``'s live preview (cookbook_site.preview): an edit is built and served, every time.
+
+The preview runs as the Makefile runs it, on a copy of the site and a free port; the tests read
+the served page over HTTP (the browser's reload is sphinx-autobuild's own).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cookbook_site import preview
+from tests.bench.bench_preview import command, free_port, serve_recipe, wait_until_served
+from tests.browser.site import ROOT, SiteCopy
+
+PAGE = "transactions/delete-reinsert"
+
+
+class Served:
+    def __init__(self, site: SiteCopy, url: str, log: Path) -> None:
+        self.site, self.url, self.log = site, url, log
+
+    def page(self) -> str:
+        with urllib.request.urlopen(self.url, timeout=5) as response:
+            return str(response.read().decode("utf-8"))
+
+    def shows(self, text: str, timeout: float = 60) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.page():
+                return True
+            time.sleep(0.1)
+        return False
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    folder = tmp_path_factory.mktemp("preview")
+    site = SiteCopy(folder)
+    port = free_port()
+    log = folder / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command(serve_recipe(), None, site.out, port),
+            cwd=folder,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}/{PAGE}.html"
+        wait_until_served(url, process, log)
+        yield Served(site, url, log)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_make_serve_runs_the_warm_preview() -> None:
+    """The Makefile serves through cookbook_site.preview, with sphinx-autobuild's arguments."""
+    words = serve_recipe()
+    assert "cookbook_site.preview" == words[words.index("-m") + 1]
+
+
+def test_each_edit_is_built_and_served(served: Served) -> None:
+    """Three edits in a row, each built by a child of the warm process, each served."""
+    for number in range(3):
+        mark = f"Preview edit number {number}."
+        served.site.edit(PAGE, "\n## ", f"\n{mark}\n\n## ")
+        assert served.shows(mark), served.log.read_text()[-3000:]
+
+
+def test_a_page_with_an_error_is_reported_and_the_next_edit_still_builds(served: Served) -> None:
+    """A page Sphinx cannot read is reported in the log; the preview keeps serving, and the fix is built."""
+    source = served.site.source(PAGE)
+    before = source.read_text(encoding="utf-8")
+    source.write_text(before + "\n```{no-such-directive}\n```\n", encoding="utf-8")
+    deadline = time.monotonic() + 60
+    while "no-such-directive" not in served.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "no-such-directive" in served.log.read_text()
+    source.write_text(before + "\nFixed again.\n", encoding="utf-8")
+    assert served.shows("Fixed again."), served.log.read_text()[-3000:]
+
+
+def test_the_projects_own_modules_are_imported_afresh() -> None:
+    """A rebuild forgets the modules under the project (not the venv's): an edit to an extension
+    or to the recipe library is built with the code as it is now."""
+    import docutils
+
+    import sqlalchemy_cookbook
+    from cookbook_site import page
+
+    assert preview._project_module(page)
+    assert preview._project_module(sqlalchemy_cookbook)
+    assert not preview._project_module(docutils)
+    assert not preview._project_module(sys)
+    assert ROOT == preview.PROJECT
