@@ -466,7 +466,8 @@ def _links(env: BuildEnvironment, docname: str) -> str:
     of each of its examples that shows an exception, and its fixes' section."""
     title = env.titles.get(docname)
     sections = json.loads(SECTIONS.of(env).get(docname, '{"sections": [], "fix": null}'))
-    at = [section_at(sections["sections"], line) for line in _lines(_current_rows(env, docname))]
+    kept = ROWS.of(env).get(docname)  # a page not read before has none: nothing was written about it
+    at = [section_at(sections["sections"], line) for line in _lines(_loaded(kept) if kept else [])]
     shown = [[sections["sections"][i]["id"], sections["sections"][i]["title"]] if i >= 0 else None for i in at]
     return json.dumps([title.astext() if title is not None else None, sections["fix"], shown])
 

@@ -11,7 +11,9 @@ an edit to an extension or to the recipe library is built with the code as it is
 to the installed packages needs a restart, as with any server.
 
 The theme's templates are compiled once too: the warm process keeps Jinja's bytecode in memory,
-which every child inherits (a template that changed is compiled again).  sphinx-autobuild hands
+which every child inherits (a template that changed is compiled again); and intersphinx, which
+reads and parses local inventories on every build, reuses the ones the environment holds while
+their files are unchanged (as it does for a remote one within its cache limit).  sphinx-autobuild hands
 each rebuild to a new process of a process pool; here a thread sends it to the warm process.
 
 Everything else is sphinx-autobuild's: its arguments, its file watching, its server and the
@@ -81,6 +83,23 @@ def _keep_templates_compiled() -> None:
     BuiltinTemplateLoader.init = init_with_cache  # type: ignore[method-assign]
 
 
+def _keep_inventories_loaded() -> None:
+    """Let intersphinx skip a local inventory file that has not changed since the environment loaded it."""
+    from sphinx.ext.intersphinx import _load
+
+    fetch = _load._fetch_inventory_group
+
+    def fetch_if_changed(**kwargs: Any) -> bool:
+        project, cache, srcdir = kwargs["project"], kwargs["cache"], Path(kwargs["srcdir"])
+        files = [srcdir / where for where in project.locations if where and "://" not in where]
+        kept = cache.get(project.target_uri)
+        if kept is not None and files and all(f.is_file() and f.stat().st_mtime < kept[1] for f in files):
+            return False
+        return bool(fetch(**kwargs))
+
+    _load._fetch_inventory_group = fetch_if_changed
+
+
 def _build(sphinx_args: list[str]) -> int:
     from sphinx.cmd.build import build_main
 
@@ -101,6 +120,7 @@ def _warm(address: str, sphinx_args: list[str], ready: Any) -> None:
     server.bind(address)
     server.listen()
     _keep_templates_compiled()
+    _keep_inventories_loaded()
     ready.set()
     built = False
     while True:
@@ -162,7 +182,10 @@ class ThreadedRebuildServer(RebuildServer):  # type: ignore[misc]
     """sphinx-autobuild's watcher, calling the builder in a thread rather than a new process."""
 
     async def watch(self) -> None:
-        async for changes in watchfiles.awatch(*self.paths, watch_filter=lambda _, path: not self.ignore(path)):
+        # step: how long the watcher waits for more changes before it yields (50 ms by default;
+        # an editor's save is a few events within a millisecond or two).
+        watched = watchfiles.awatch(*self.paths, watch_filter=lambda _, path: not self.ignore(path), step=20)
+        async for changes in watched:
             changed_paths = [Path(path).resolve() for _, path in changes]
             await asyncio.to_thread(self.change_callback, changed_paths=changed_paths)
             self.flag.set()
