@@ -6,6 +6,7 @@ the first call wins, so a run of any subset of the tree gets the same behaviour.
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import sys
@@ -75,6 +76,13 @@ class BackendPlugin:
             if name.split("-")[0] in self.names:
                 return name
         return None
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # What exists now (modules, thousands of collected items) lives for the whole run: frozen,
+        # the garbage collector no longer walks it on every full collection (an async page ends
+        # with one, to find its leftover connections), which cost seconds per run.
+        gc.collect()
+        gc.freeze()
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(

@@ -25,9 +25,11 @@ Run as ``python -m cookbook_site.preview`` with sphinx-autobuild's arguments.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import multiprocessing
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -151,7 +153,9 @@ class WarmBuilder(Builder):  # type: ignore[misc]
 
     def __init__(self, sphinx_args: list[str], **kwargs: Any) -> None:
         super().__init__(sphinx_args, **kwargs)
-        self.address = str(Path(tempfile.mkdtemp(prefix="cookbook-preview-")) / "warm.sock")
+        folder = tempfile.mkdtemp(prefix="cookbook-preview-")
+        atexit.register(shutil.rmtree, folder, True)  # the socket's folder goes with the server
+        self.address = str(Path(folder) / "warm.sock")
         context = multiprocessing.get_context("fork")
         ready = context.Event()
         process = context.Process(target=_warm, args=(self.address, list(sphinx_args), ready), daemon=True)
