@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.browser.site import ROOT, SiteCopy, chromium, missing
@@ -69,43 +71,50 @@ def wait_until_served(url: str, process: subprocess.Popen[bytes], log: Path) -> 
     raise TimeoutError(f"the preview did not serve {url} within 180 s:\n{log.read_text()[-3000:]}")
 
 
+@contextmanager
+def serving(site: SiteCopy, module: str | None = None) -> Iterator[tuple[str, Path]]:
+    """The Makefile's serve command (or another module) on a copy of the site and a free port,
+    while the block runs: the site's address and the server's log."""
+    port = free_port()
+    log = site.folder / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command(serve_recipe(), module, site.out, port),
+            cwd=site.folder,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}/"
+        wait_until_served(base, process, log)
+        yield base, log
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
 def measure(module: str | None) -> list[float]:
     """Seconds from each save to the page showing it, over ROUNDS edits."""
     with tempfile.TemporaryDirectory(prefix="cookbook-preview-bench-") as folder:
         site = SiteCopy(Path(folder))
-        port = free_port()
-        log = Path(folder) / "serve.log"
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                command(serve_recipe(), module, site.out, port),
-                cwd=site.folder,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            url = f"http://127.0.0.1:{port}/{PAGE}.html"
-            wait_until_served(url, process, log)
+        with serving(site, module) as (base, _), chromium() as (_, browser):
             times = []
-            with chromium() as (_, browser):
-                tab = browser.new_page()
-                tab.goto(url)
-                for round_ in range(ROUNDS):
-                    time.sleep(1.5)  # the watcher settles; the previous reload is done
-                    mark = f"Preview mark {round_} {time.time_ns()}."
-                    started = time.perf_counter()
-                    site.edit(PAGE, "\n## ", f"\n{mark}\n\n## ")
-                    tab.wait_for_function(
-                        "mark => document.body !== null && document.body.innerText.includes(mark)",
-                        arg=mark,
-                        polling=10,
-                        timeout=60_000,
-                    )
-                    times.append(time.perf_counter() - started)
+            tab = browser.new_page()
+            tab.goto(f"{base}{PAGE}.html")
+            for round_ in range(ROUNDS):
+                time.sleep(1.5)  # the watcher settles; the previous reload is done
+                mark = f"Preview mark {round_} {time.time_ns()}."
+                started = time.perf_counter()
+                site.edit(PAGE, "\n## ", f"\n{mark}\n\n## ")
+                tab.wait_for_function(
+                    "mark => document.body !== null && document.body.innerText.includes(mark)",
+                    arg=mark,
+                    polling=10,
+                    timeout=60_000,
+                )
+                times.append(time.perf_counter() - started)
             return times
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
 
 
 def main() -> None:

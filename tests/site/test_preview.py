@@ -6,9 +6,7 @@ the served page over HTTP (the browser's reload is sphinx-autobuild's own).
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
+import http.client
 import sys
 import time
 import urllib.request
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cookbook_site import preview
-from tests.bench.bench_preview import command, free_port, serve_recipe, wait_until_served
+from tests.bench.bench_preview import serve_recipe, serving
 from tests.browser.site import ROOT, SiteCopy
 
 PAGE = "transactions/delete-reinsert"
@@ -35,33 +33,20 @@ class Served:
     def shows(self, text: str, timeout: float = 60) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.page():
-                return True
+            try:
+                if text in self.page():
+                    return True
+            except (http.client.IncompleteRead, OSError):
+                pass  # read while Sphinx was writing the file: read it again
             time.sleep(0.1)
         return False
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    folder = tmp_path_factory.mktemp("preview")
-    site = SiteCopy(folder)
-    port = free_port()
-    log = folder / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command(serve_recipe(), None, site.out, port),
-            cwd=folder,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}/{PAGE}.html"
-        wait_until_served(url, process, log)
-        yield Served(site, url, log)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+    site = SiteCopy(tmp_path_factory.mktemp("preview"))
+    with serving(site) as (base, log):
+        yield Served(site, f"{base}{PAGE}.html", log)
 
 
 def test_make_serve_runs_the_warm_preview() -> None:
