@@ -11,7 +11,6 @@ starts showing an error adds its queries. The 404 page's search box is tested he
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 from cookbook_site import errors
 from cookbook_site import page as page_model
-from tests.browser.site import DOCS, Server, Watch, html_name, recipe_sources
+from tests.browser.site import DOCS, Server, Watch, html_name, indexed_words, recipe_sources, search_index
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -342,15 +341,7 @@ def test_there_are_sixty_error_and_symptom_queries() -> None:
 def test_the_changelog_is_left_out_of_search(built: Path, tab: Watch) -> None:
     """The changelog names every page and every fix: it is kept out of the search index (its
     `nosearch` front matter), so it never crowds the pages that answer a question."""
-    index = (built / "searchindex.js").read_text(encoding="utf-8")
-    data = json.loads(index[index.index("(") + 1 : index.rindex(")")])
-    changelog = data["docnames"].index("about/changelog")
-    listed = [
-        word
-        for kind in ("terms", "titleterms")
-        for word, files in data[kind].items()
-        if changelog in (files if isinstance(files, list) else [files])
-    ]
+    listed = indexed_words(search_index(built), "about/changelog")
     assert [] == listed, "words of the changelog in the search index"
     assert "Changelog" == built_title(built, "about/changelog.html")  # the page itself is still there
     found = _search(tab, "changelog")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -10,7 +9,6 @@ import textwrap
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
 import pytest
 from docutils.nodes import make_id
@@ -33,7 +31,7 @@ from cookbook_site.errors import (
     shown,
 )
 from cookbook_site.page import Page
-from tests.browser.site import DOCS, build_site
+from tests.browser.site import DOCS, build_site, indexed_words, search_index
 
 #: What a build of the real site says about the Errors page.
 ERRORS_PAGE = "errors.html"
@@ -390,23 +388,10 @@ def test_error_codes_link_to_sqlalchemys_page_for_them(built: Path) -> None:
     assert "https://sqlalche.me/e/21/gkpj" in links
 
 
-def search_index(built: Path) -> dict[str, Any]:
-    text = (built / "searchindex.js").read_text(encoding="utf-8")
-    data: dict[str, Any] = json.loads(text[text.index("(") + 1 : text.rindex(")")])
-    return data
-
-
 def test_the_errors_page_is_left_out_of_search(built: Path) -> None:
     """It holds every message: in the search index it would come before the pages that fix them."""
     data = search_index(built)
-    errors = data["docnames"].index("errors")
-    listed = [
-        word
-        for kind in ("terms", "titleterms")
-        for word, files in data[kind].items()
-        if errors in (files if isinstance(files, list) else [files])
-    ]
-    assert ([], "") == (listed, data["titles"][errors])
+    assert ([], "") == (indexed_words(data, "errors"), data["titles"][data["docnames"].index("errors")])
 
 
 # --- Each message in the index, at the sections that show it ---------------------------------------

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from cookbook_site import preview
-from tests.bench.bench_preview import serve_recipe, serving
-from tests.browser.site import ROOT, SiteCopy
+from tests.browser.site import ROOT, SiteCopy, serve_recipe, serving
 
 PAGE = "transactions/delete-reinsert"
 

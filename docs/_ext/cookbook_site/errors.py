@@ -651,23 +651,20 @@ class ErrorIndex(SphinxDirective):
         # read after them); from its source where no reading left them (a page the page model
         # cannot read, or one read by another process of a parallel build).
         kept = ROWS.of(self.env)
-        rows: list[Row] = []
+        by_page: dict[str, list[Row]] = {}
         for docname, path in recipe_pages(Path(self.env.srcdir)):
             if docname in kept:
-                rows += _loaded(kept[docname])
+                by_page[docname] = _loaded(kept[docname])
                 continue
             try:
-                rows += rows_of(docname, page_model.read(path))
+                by_page[docname] = rows_of(docname, page_model.read(path))
             except PageError:
                 continue  # the downloads and Run extensions report the page
             except ValueError as exc:
                 logger.warning("error index: %s", exc, location=self.get_location(), type="error_index")
                 return []
-        groups = grouped(rows)
-        lines: dict[str, list[int]] = {}
-        for row in rows:
-            lines.setdefault(row[3].docname, []).append(row[3].line)
-        lines = {docname: sorted(set(found)) for docname, found in lines.items()}
+        groups = grouped(row for rows in by_page.values() for row in rows)
+        lines = {docname: _lines(rows) for docname, rows in by_page.items()}
         messages = sum(len(group.entries) for group in groups)
         said = (
             f"{_plural(len(groups), 'exception class', 'exception classes')}, {_plural(messages, 'message')}, shown on "
