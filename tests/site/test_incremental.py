@@ -21,6 +21,8 @@ from tests.browser.site import SiteCopy
 
 #: A recipe page that shows exceptions: the page the tests edit.
 PAGE = "transactions/pending-rollback"
+#: The ANSI codes Sphinx may write around its progress lines (erase line, colours).
+ANSI_CODE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def build(project: SiteCopy) -> tuple[list[str], list[str]]:
@@ -32,8 +34,11 @@ def build(project: SiteCopy) -> tuple[list[str], list[str]]:
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    read = re.findall(r"^reading sources\.\.\. \[[ \d]+%\] (\S+)", done.stdout, re.M)
-    written = re.findall(r"^writing output\.\.\. \[[ \d]+%\] (\S+)", done.stdout, re.M)
+    # Where Sphinx takes the terminal for one that shows colour (``CI`` set, as CI sets it), it
+    # writes its progress on one line: each step after an erase-line code, ended by a carriage return.
+    status = ANSI_CODE.sub("", done.stdout).replace("\r", "\n")
+    read = re.findall(r"^reading sources\.\.\. \[[ \d]+%\] (\S+)", status, re.M)
+    written = re.findall(r"^writing output\.\.\. \[[ \d]+%\] (\S+)", status, re.M)
     return read, written
 
 
