@@ -52,7 +52,6 @@ ifeq ($(SQLALCHEMY),2.0)
 	@# The site is built and tried in the browser with 2.1 only; the examples, the library, the
 	@# downloaded scripts and the site's other tests run here.
 	COOKBOOK_BACKENDS="$(BACKENDS)" $(PY) -m pytest $(PARALLEL) docs src tests $(BUILT_WITH_2_1)
-	@cat _build/backends.txt
 else
 	COOKBOOK_BACKENDS="$(BACKENDS)" $(PY) -m pytest $(PARALLEL)
 	$(PY) -m ruff check .
