@@ -7,6 +7,8 @@ the served page over HTTP (the browser's reload is sphinx-autobuild's own).
 from __future__ import annotations
 
 import http.client
+import os
+import socket
 import sys
 import time
 import urllib.request
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sphinx_autobuild.build import Builder
 
 from cookbook_site import preview
 from tests.browser.site import ROOT, SiteCopy, serve_recipe, serving
@@ -60,6 +63,35 @@ def test_each_edit_is_built_and_served(served: Served) -> None:
         mark = f"Preview edit number {number}."
         served.site.edit(PAGE, "\n## ", f"\n{mark}\n\n## ")
         assert served.shows(mark), served.log.read_text()[-3000:]
+
+
+def test_the_search_index_follows_the_edit_it_was_reloaded_before(served: Served) -> None:
+    """The browser reloads once the pages are written; the child still writes the search index,
+    and the next edit waits for it: a word each edit adds is in the index after it."""
+    for word in ("quokkasearchmark", "wombatsearchmark"):
+        served.site.edit(PAGE, "\n## ", f"\nThe preview indexes {word}.\n\n## ")
+        assert served.shows(word), served.log.read_text()[-3000:]
+        index = served.site.out / "searchindex.js"
+        deadline = time.monotonic() + 60
+        while word not in index.read_text(encoding="utf-8") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert word in index.read_text(encoding="utf-8"), served.log.read_text()[-3000:]
+
+
+def test_a_failure_after_the_pages_are_written_is_reported(capfd: pytest.CaptureFixture[str]) -> None:
+    """The browser has already reloaded: a child that fails later (here, exit code 3) is still
+    reported as sphinx-autobuild reports a failed build, and "Serving on" comes after it."""
+    warm_side, builder_side = socket.socketpair()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child leaves by os._exit)
+        os._exit(3)
+    preview._finish(warm_side, child)
+    builder = preview.WarmBuilder.__new__(preview.WarmBuilder)
+    Builder.__init__(builder, [], url_host="127.0.0.1:1", pre_build_commands=[], post_build_commands=[])
+    builder._ended(builder_side, builder_side.makefile("rb"))
+    out = capfd.readouterr().out
+    assert "Sphinx exited with exit code: 3" in out
+    assert out.index("exit code: 3") < out.index("Serving on http://127.0.0.1:1")
 
 
 def test_a_page_with_an_error_is_reported_and_the_next_edit_still_builds(served: Served) -> None:

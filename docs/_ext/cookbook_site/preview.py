@@ -15,6 +15,9 @@ which every child inherits (a template that changed is compiled again); and inte
 reads and parses local inventories on every build, reuses the ones the environment holds while
 their files are unchanged (as it does for a remote one within its cache limit).  sphinx-autobuild hands
 each rebuild to a new process of a process pool; here a thread sends it to the warm process.
+And it reloads the browser when the whole build has ended; here it does so once the child has
+written the pages, while the child goes on to the general index, search and what the extensions
+write last (the next rebuild waits for it; a failure there is reported in the terminal).
 
 Everything else is sphinx-autobuild's: its arguments, its file watching, its server and the
 page reload.  Where ``os.fork`` does not exist (Windows), it runs as sphinx-autobuild does.
@@ -26,16 +29,16 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import json
 import multiprocessing
 import os
 import shutil
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import jinja2
 import sphinx_autobuild.__main__ as autobuild
@@ -102,6 +105,30 @@ def _keep_inventories_loaded() -> None:
     _load._fetch_inventory_group = fetch_if_changed
 
 
+def _tell_when_written(channel: int) -> None:
+    """In a child: write a byte to ``channel`` once the pages are written, before the indices,
+    the search index and what the extensions write at the end, so the browser can reload then."""
+    from sphinx.builders import Builder as SphinxBuilder
+
+    write = SphinxBuilder.write
+
+    def write_then_tell(self: SphinxBuilder, *args: Any, **kwargs: Any) -> None:
+        write(self, *args, **kwargs)
+        os.write(channel, b"w")
+
+    SphinxBuilder.write = write_then_tell  # type: ignore[misc,method-assign]
+
+
+def _send_status(connection: socket.socket, status: int) -> None:
+    with connection:
+        connection.sendall(f"{status}\n".encode())
+
+
+def _finish(connection: socket.socket, child: int) -> None:
+    """Wait for a child that has written its pages; send its exit status."""
+    _send_status(connection, os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+
+
 def _build(sphinx_args: list[str]) -> int:
     from sphinx.cmd.build import build_main
 
@@ -117,7 +144,12 @@ def _rebuild(sphinx_args: list[str]) -> int:
 
 def _warm(address: str, sphinx_args: list[str], ready: Any) -> None:
     """The warm process: answer each request with a build's exit status, the first one built
-    here (what it loads stays loaded), every later one in a forked child."""
+    here (what it loads stays loaded), every later one in a forked child.
+
+    A request ``e`` (early) is told ``written`` as soon as the child has written the pages, so
+    the browser can reload while the child goes on to the indices and search; the exit status
+    follows when the child ends.  The next build starts once the last child has ended.
+    """
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(address)
     server.listen()
@@ -125,27 +157,38 @@ def _warm(address: str, sphinx_args: list[str], ready: Any) -> None:
     _keep_inventories_loaded()
     ready.set()
     built = False
+    finishing: threading.Thread | None = None
     while True:
         connection, _ = server.accept()
-        with connection:
-            connection.recv(1)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            if not built:
-                built = True
-                status = _build(sphinx_args)
-            else:
-                child = os.fork()
-                if child == 0:  # pragma: no cover (the child leaves by os._exit)
-                    code = 1
-                    try:
-                        code = _rebuild(sphinx_args)
-                    finally:
-                        sys.stdout.flush()
-                        sys.stderr.flush()
-                        os._exit(code)
-                status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
-            connection.sendall(json.dumps(status).encode())
+        early = connection.recv(1) == b"e"
+        if finishing is not None:
+            finishing.join()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if not built:
+            built = True
+            _send_status(connection, _build(sphinx_args))
+            continue
+        told, tell = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover (the child leaves by os._exit)
+            code = 1
+            try:
+                os.close(told)
+                if early:
+                    _tell_when_written(tell)
+                code = _rebuild(sphinx_args)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(tell)
+        written = os.read(told, 1)  # b"" when the child ended without writing the pages
+        os.close(told)
+        if written:
+            connection.sendall(b"written\n")
+        finishing = threading.Thread(target=_finish, args=(connection, child), daemon=True)
+        finishing.start()
 
 
 class WarmBuilder(Builder):  # type: ignore[misc]
@@ -170,13 +213,26 @@ class WarmBuilder(Builder):  # type: ignore[misc]
             show_message("Rebuilding...")
         if self._run_commands(self.pre_build_commands, "pre-build") != 0:
             return
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-            connection.connect(self.address)
-            connection.sendall(b"b")
-            status = json.loads(connection.recv(64) or b"1")
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.connect(self.address)
+        # Post-build commands run after the whole build, and the reload waits for them.
+        connection.sendall(b"b" if self.post_build_commands else b"e")
+        answers = connection.makefile("rb")
+        first = answers.readline()
+        if first == b"written\n":
+            # The pages are written and the browser reloads now; the end of the build is reported
+            # when it comes.
+            threading.Thread(target=self._ended, args=(connection, answers), daemon=True).start()
+        else:
+            self._ended(connection, answers, first)
+
+    def _ended(self, connection: socket.socket, answers: BinaryIO, status_line: bytes | None = None) -> None:
+        """Report a build's exit status, as sphinx-autobuild does, once it comes."""
+        with connection, answers:
+            status = int((answers.readline() if status_line is None else status_line) or b"1")
         if status != 0:
-            print(f"Sphinx exited with exit code: {status}")
-            print("The server keeps serving the last build; fix the error above and save again.")
+            print(f"Sphinx exited with exit code: {status}", flush=True)
+            print("The server keeps serving the last build; fix the error above and save again.", flush=True)
         else:
             self._run_commands(self.post_build_commands, "post-build")
         show_message(f"Serving on {self.uri}")
