@@ -12,7 +12,7 @@ import socket
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,24 +24,37 @@ from tests.browser.site import ROOT, SiteCopy, serve_recipe, serving
 PAGE = "transactions/delete-reinsert"
 
 
+def eventually(check: Callable[[], bool], timeout: float = 60) -> bool:
+    """Whether ``check()`` comes true within ``timeout`` seconds (asked every 0.1 s)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 class Served:
     def __init__(self, site: SiteCopy, url: str, log: Path) -> None:
         self.site, self.url, self.log = site, url, log
 
-    def page(self) -> str:
-        with urllib.request.urlopen(self.url, timeout=5) as response:
-            return str(response.read().decode("utf-8"))
+    def has(self, text: str) -> bool:
+        """Whether the served page holds ``text`` now."""
+        try:
+            with urllib.request.urlopen(self.url, timeout=5) as response:
+                return text in response.read().decode("utf-8")
+        except (http.client.IncompleteRead, OSError):
+            return False  # read while Sphinx was writing the file: read it again
 
-    def shows(self, text: str, timeout: float = 60) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if text in self.page():
-                    return True
-            except (http.client.IncompleteRead, OSError):
-                pass  # read while Sphinx was writing the file: read it again
-            time.sleep(0.1)
-        return False
+    def shows(self, text: str) -> bool:
+        return eventually(lambda: self.has(text))
+
+    def indexed(self, word: str) -> bool:
+        index = self.site.out / "searchindex.js"
+        return eventually(lambda: word in index.read_text(encoding="utf-8"))
+
+    def logged(self, text: str) -> bool:
+        return eventually(lambda: text in self.log.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +84,7 @@ def test_the_search_index_follows_the_edit_it_was_reloaded_before(served: Served
     for word in ("quokkasearchmark", "wombatsearchmark"):
         served.site.edit(PAGE, "\n## ", f"\nThe preview indexes {word}.\n\n## ")
         assert served.shows(word), served.log.read_text()[-3000:]
-        index = served.site.out / "searchindex.js"
-        deadline = time.monotonic() + 60
-        while word not in index.read_text(encoding="utf-8") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert word in index.read_text(encoding="utf-8"), served.log.read_text()[-3000:]
+        assert served.indexed(word), served.log.read_text()[-3000:]
 
 
 def test_a_failure_after_the_pages_are_written_is_reported(capfd: pytest.CaptureFixture[str]) -> None:
@@ -99,10 +108,7 @@ def test_a_page_with_an_error_is_reported_and_the_next_edit_still_builds(served:
     source = served.site.source(PAGE)
     before = source.read_text(encoding="utf-8")
     source.write_text(before + "\n```{no-such-directive}\n```\n", encoding="utf-8")
-    deadline = time.monotonic() + 60
-    while "no-such-directive" not in served.log.read_text() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert "no-such-directive" in served.log.read_text()
+    assert served.logged("no-such-directive")
     source.write_text(before + "\nFixed again.\n", encoding="utf-8")
     assert served.shows("Fixed again."), served.log.read_text()[-3000:]
 

@@ -490,9 +490,11 @@ def on_env_get_outdated(
     for docname in sorted(added | changed | removed):
         if not page_model.is_recipe(docname):
             continue
-        now = None if docname in removed else _rows_now(env, docname)
         before = kept.get(docname)
-        if now is None or before is None or _without_lines(before) != _without_lines(now):
+        if before is None or docname in removed:
+            return sorted(INDEX_PAGES.of(env))
+        now = _rows_now(env, docname)
+        if now is None or _without_lines(before) != _without_lines(now):
             return sorted(INDEX_PAGES.of(env))
     return []
 
